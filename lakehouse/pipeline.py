@@ -1,0 +1,411 @@
+"""The layer steps: read -> pure transform -> write. No Dagster here, so an AWS job can run the same steps.
+
+Each step is idempotent (see CONVENTIONS.md): it may be re-run after a crash at any point and the tables end
+up the same as if it had run once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+from lakehouse import tables
+from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity
+from lakehouse.landing import LandedFile, LandingZone
+from lakehouse.transforms import bronze as bronze_tf
+from lakehouse.transforms import gold as gold_tf
+from lakehouse.transforms import silver as silver_tf
+
+log = logging.getLogger(__name__)
+
+LOADED, REJECTED, ROLLED_BACK = "loaded", "rejected", "rolled_back"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- Bronze ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileOutcome:
+    key: str
+    status: str
+    rows: int = 0
+    malformed_rows: int = 0
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class BronzeResult:
+    entity: Entity
+    batch_id: str
+    files: list[FileOutcome] = field(default_factory=list)
+    already_ingested: int = 0
+    rolled_back_batches: list[str] = field(default_factory=list)
+    snapshot_id: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def malformed_rows(self) -> int:
+        return sum(f.malformed_rows for f in self.files)
+
+    @property
+    def rejected(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status == REJECTED]
+
+
+def _log_rows(spark: SparkSession, entity: Entity) -> list:
+    return (
+        spark.table(INGESTION_LOG.identifier)
+        .where(F.col("entity") == entity.value)
+        .select("source_uri", "source_etag", "batch_id", "status")
+        .collect()
+    )
+
+
+def _write_log(spark: SparkSession, rows: list[tuple]) -> None:
+    schema = StructType(
+        [
+            StructField("entity", StringType(), False),
+            StructField("source_uri", StringType(), False),
+            StructField("source_etag", StringType(), False),
+            StructField("source_size", LongType(), False),
+            StructField("source_modified_at", TimestampType(), True),
+            StructField("batch_id", StringType(), False),
+            StructField("status", StringType(), False),
+            StructField("rows", LongType(), False),
+            StructField("malformed_rows", LongType(), False),
+            StructField("message", StringType(), True),
+            StructField("ingested_at", TimestampType(), False),
+        ]
+    )
+    if rows:
+        spark.createDataFrame(rows, schema).writeTo(INGESTION_LOG.identifier).append()
+
+
+def roll_back_orphans(spark: SparkSession, entity: Entity) -> list[str]:
+    """Delete Bronze rows of batches that were appended but never recorded in the ingestion log.
+
+    A run that dies between the Bronze append and the log write leaves such a batch; its files are still
+    "not ingested" by the log, so they will be ingested again and must not be counted twice.
+    """
+    table = BRONZE[entity].identifier
+    settled = {r.batch_id for r in _log_rows(spark, entity)}
+    orphans = []
+    for snap in tables.snapshots(spark, table):
+        batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
+        if snap.operation == "append" and batch and batch not in settled:
+            orphans.append(batch)
+    now = utcnow()
+    for batch in orphans:
+        files = (
+            spark.table(table).where(F.col("_batch_id") == batch)
+            .groupBy("_source_uri", "_source_etag").count().collect()
+        )
+        spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch}'")
+        _write_log(
+            spark,
+            [
+                (entity.value, f._source_uri, f._source_etag, 0, None, batch, ROLLED_BACK, 0, 0,
+                 f"{f['count']} rows of an unrecorded batch deleted; the file is ingested again", now)
+                for f in files
+            ]
+            # Record the batch even when its rows were already gone, so it is not looked at again.
+            or [(entity.value, "", "", 0, None, batch, ROLLED_BACK, 0, 0, "empty unrecorded batch", now)],
+        )
+        log.warning("rolled back unrecorded Bronze batch %s of %s (%d files)", batch, table, len(files))
+    return orphans
+
+
+def pending_files(
+    spark: SparkSession, landing: LandingZone, entity: Entity, keys: list[str] | None = None
+) -> tuple[list[LandedFile], int]:
+    """Landed file versions not yet in the ingestion log, and how many were skipped as already ingested."""
+    done = {(r.source_uri, r.source_etag) for r in _log_rows(spark, entity) if r.status in (LOADED, REJECTED)}
+    landed = [f for f in landing.list_files(entity) if keys is None or f.key in set(keys)]
+    pending = [f for f in landed if (f.uri, f.etag) not in done]
+    return pending, len(landed) - len(pending)
+
+
+def _spark_file_paths(spark: SparkSession, files: list[LandedFile]) -> DataFrame:
+    """Map each file to the path string Spark reports in `_metadata.file_path` for it."""
+    jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+
+    def qualified(location: str) -> str:
+        path = jvm.org.apache.hadoop.fs.Path(location)
+        uri = path.getFileSystem(conf).makeQualified(path).toUri().toString()
+        return bronze_tf.LOCAL_FILE_PREFIX.sub("file:///", uri)
+
+    rows = [(qualified(f.read_location), f.uri, f.etag) for f in files]
+    return spark.createDataFrame(rows, "_file_path string, uri string, etag string")
+
+
+def ingest_bronze(
+    spark: SparkSession,
+    landing: LandingZone,
+    entity: Entity,
+    keys: list[str] | None = None,
+    now: datetime | None = None,
+) -> BronzeResult:
+    """Append every landed, not yet ingested file version of `entity` to Bronze as one batch."""
+    tables.ensure_tables(spark)
+    result = BronzeResult(entity=entity, batch_id=uuid.uuid4().hex)
+    result.rolled_back_batches = roll_back_orphans(spark, entity)
+    pending, result.already_ingested = pending_files(spark, landing, entity, keys)
+    now = now or utcnow()
+    accepted = []
+    for f in pending:
+        check = bronze_tf.check_header(landing.read_head(f), entity)
+        if check.ok:
+            accepted.append(f)
+        else:
+            result.files.append(FileOutcome(f.key, REJECTED, reason=check.reason, message=check.message))
+    table = BRONZE[entity].identifier
+    counts: dict[str, tuple[int, int]] = {}
+    if accepted:
+        raw = bronze_tf.read_csv(spark, [f.read_location for f in accepted], entity)
+        rows = bronze_tf.to_bronze(raw, _spark_file_paths(spark, accepted), result.batch_id, now, entity)
+        rows.writeTo(table).option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id).append()
+        # Count what was committed, not what was meant to be: the batch's files are pruned by their stats.
+        written = (
+            spark.table(table).where(F.col("_batch_id") == result.batch_id)
+            .groupBy("_source_uri").agg(F.count("*").alias("n"), F.count("_raw_record").alias("bad"))
+            .collect()
+        )
+        counts = {r._source_uri: (r.n, r.bad) for r in written}
+        for f in accepted:
+            n, bad = counts.get(f.uri, (0, 0))
+            result.files.append(FileOutcome(f.key, LOADED, rows=n, malformed_rows=bad))
+    by_key = {f.key: f for f in pending}
+    _write_log(
+        spark,
+        [
+            (entity.value, by_key[o.key].uri, by_key[o.key].etag, by_key[o.key].size, by_key[o.key].modified_at,
+             result.batch_id, o.status, o.rows, o.malformed_rows, o.message, now)
+            for o in result.files
+        ],
+    )
+    snap = tables.current_snapshot(spark, table)
+    result.snapshot_id = snap.snapshot_id if snap else None
+    return result
+
+
+# --- Silver ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SilverResult:
+    entity: Entity
+    bronze_rows: int = 0
+    quarantined: int = 0
+    duplicates_collapsed: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    from_snapshot: int | None = None
+    to_snapshot: int | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserted or self.updated or self.quarantined)
+
+
+def _bronze_range(spark: SparkSession, entity: Entity, silver_table: str) -> tuple[int | None, int | None, set[str]]:
+    """The Bronze snapshots Silver has not processed: (exclusive start, inclusive end, loaded batch ids).
+
+    The range stops before the first batch the ingestion log has not settled yet, so a batch that is still
+    being written (or died half-way) is never skipped past.
+    """
+    bronze_table = BRONZE[entity].identifier
+    statuses = {r.batch_id: r.status for r in _log_rows(spark, entity)}
+    lineage = tables.snapshots(spark, bronze_table)
+    mark = tables.watermark(spark, silver_table, bronze_table)
+    ids = [s.snapshot_id for s in lineage]
+    start = int(mark) if mark is not None and int(mark) in ids else None
+    if mark is not None and start is None:
+        log.warning("watermark %s of %s is not in %s's lineage; re-reading all of it", mark, silver_table, bronze_table)
+    end = start
+    for snap in lineage[ids.index(start) + 1 if start is not None else 0 :]:
+        batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
+        if batch is not None and batch not in statuses:
+            break
+        end = snap.snapshot_id
+    loaded = {b for b, s in statuses.items() if s == LOADED}
+    return start, end, loaded
+
+
+def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = None) -> SilverResult:
+    """Type, clean and MERGE the Bronze rows Silver has not seen; quarantine the rows that break the contract."""
+    tables.ensure_tables(spark)
+    silver_table, quarantine_table = SILVER[entity].identifier, QUARANTINE[entity].identifier
+    bronze_table = BRONZE[entity].identifier
+    start, end, loaded = _bronze_range(spark, entity, silver_table)
+    result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
+    if end is None or end == start:
+        return result
+    reader = spark.read.format("iceberg")
+    reader = (
+        reader.option("start-snapshot-id", str(start)).option("end-snapshot-id", str(end))
+        if start is not None
+        else reader.option("snapshot-id", str(end))
+    )
+    batches = spark.createDataFrame([(b,) for b in sorted(loaded)] or [("",)], "_batch_id string")
+    bronze = reader.load(bronze_table).join(F.broadcast(batches), "_batch_id", "left_semi")
+
+    now = now or utcnow()
+    typed = silver_tf.typed(bronze, entity, now).persist()
+    try:
+        result.bronze_rows = typed.count()
+        reasons = typed.where(F.size("reasons") > 0).groupBy(F.col("reasons")[0].alias("r")).count().collect()
+        result.reasons = {r.r: r["count"] for r in reasons}
+        result.quarantined = sum(result.reasons.values())
+        if result.quarantined:
+            tables.insert_new(
+                spark, quarantine_table, silver_tf.quarantine_rows(typed, entity, now),
+                ["_source_uri", "_source_etag", "_source_row"],
+            )
+        latest = silver_tf.to_silver(typed, entity, utcnow())
+        current = spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash"))
+        changes = (
+            latest.join(current, "id", "left")
+            .where(F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_row_hash")))
+            .persist()
+        )
+        try:
+            ops = changes.groupBy(F.col("_current_hash").isNull().alias("new")).count().collect()
+            result.inserted = next((r["count"] for r in ops if r.new), 0)
+            result.updated = next((r["count"] for r in ops if not r.new), 0)
+            distinct_ids = latest.count()
+            result.duplicates_collapsed = result.bronze_rows - result.quarantined - distinct_ids
+            result.unchanged = distinct_ids - result.inserted - result.updated
+            if result.inserted or result.updated:
+                tables.upsert(spark, silver_table, changes.drop("_current_hash"), ["id"])
+        finally:
+            changes.unpersist()
+    finally:
+        typed.unpersist()
+    tables.set_watermarks(spark, silver_table, {bronze_table: str(end)})
+    return result
+
+
+# --- Gold -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GoldResult:
+    table: str
+    rows_written: int = 0
+    full_rebuild: bool = False
+    watermarks: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """Silver rows changed since a Gold table last read them: (watermark, high-water] in `_updated_at` micros."""
+
+    table: str
+    since: int | None
+    until: int | None
+
+    @property
+    def pending(self) -> bool:
+        return self.until is not None and self.since != self.until
+
+    def rows(self, spark: SparkSession) -> DataFrame:
+        df = spark.table(self.table)
+        if self.since is not None:
+            df = df.where(F.col("_updated_at") > F.timestamp_micros(F.lit(self.since)))
+        return df.where(F.col("_updated_at") <= F.timestamp_micros(F.lit(self.until)))
+
+
+def _changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
+    mark = tables.watermark(spark, gold_table, silver_table)
+    # Answered from file statistics (Iceberg aggregate push-down), not by scanning Silver.
+    high = spark.table(silver_table).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
+    return _Changes(silver_table, int(mark) if mark else None, high)
+
+
+def _entity_gold(table_key: str) -> tuple[Entity, str]:
+    return (Entity.POST, "post_id") if table_key == "posts" else (Entity.COMMENT, "comment_id")
+
+
+def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
+    """Upsert changed Silver posts or comments into `gold.posts` / `gold.comments`."""
+    tables.ensure_tables(spark)
+    entity, key = _entity_gold(table_key)
+    gold_table = GOLD[table_key].identifier
+    changes = _changes(spark, gold_table, SILVER[entity].identifier)
+    result = GoldResult(gold_table, full_rebuild=changes.since is None)
+    if not changes.pending:
+        return result
+    build = gold_tf.posts if entity is Entity.POST else gold_tf.comments
+    out = build(changes.rows(spark), now or utcnow()).persist()
+    try:
+        result.rows_written = out.count()
+        tables.upsert(spark, gold_table, out, [key])
+    finally:
+        out.unpersist()
+    result.watermarks = {changes.table: str(changes.until)}
+    tables.set_watermarks(spark, gold_table, result.watermarks)
+    return result
+
+
+def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
+    """Recompute `subreddit_daily` or `post_engagement` for the keys that changed Silver rows touch."""
+    tables.ensure_tables(spark)
+    gold_table = GOLD[table_key].identifier
+    posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
+    post_changes = _changes(spark, gold_table, posts_t)
+    comment_changes = _changes(spark, gold_table, comments_t)
+    full = post_changes.since is None or comment_changes.since is None
+    result = GoldResult(gold_table, full_rebuild=full)
+    if not (post_changes.pending or comment_changes.pending):
+        return result
+    posts, comments = spark.table(posts_t), spark.table(comments_t)
+    if not full:
+        if table_key == "subreddit_daily":
+            keys = (
+                post_changes.rows(spark).select("subreddit_id", "created_date")
+                .unionByName(comment_changes.rows(spark).select("subreddit_id", "created_date"))
+                .distinct().persist()
+            )
+            # The date list lets Iceberg prune Silver's partitions before the key join.
+            dates = [r.created_date for r in keys.select("created_date").distinct().collect()]
+            keys_b = F.broadcast(keys)
+            posts = posts.where(F.col("created_date").isin(dates)).join(keys_b, ["subreddit_id", "created_date"], "left_semi")
+            comments = comments.where(F.col("created_date").isin(dates)).join(keys_b, ["subreddit_id", "created_date"], "left_semi")
+        else:
+            keys = (
+                post_changes.rows(spark).select(F.col("id").alias("post_id"))
+                .unionByName(comment_changes.rows(spark).select("post_id"))
+                .distinct().persist()
+            )
+            posts = posts.join(keys.withColumnRenamed("post_id", "id"), "id", "left_semi")
+            comments = comments.join(keys, "post_id", "left_semi")
+    build = gold_tf.subreddit_daily if table_key == "subreddit_daily" else gold_tf.post_engagement
+    merge_keys = ["subreddit_id", "activity_date"] if table_key == "subreddit_daily" else ["post_id"]
+    out = build(posts, comments, now or utcnow()).persist()
+    try:
+        result.rows_written = out.count()
+        if result.rows_written:
+            tables.upsert(spark, gold_table, out, merge_keys)
+    finally:
+        out.unpersist()
+    result.watermarks = {
+        c.table: str(c.until) for c in (post_changes, comment_changes) if c.until is not None
+    }
+    tables.set_watermarks(spark, gold_table, result.watermarks)
+    return result

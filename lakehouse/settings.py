@@ -1,0 +1,84 @@
+"""The one place where the environment is chosen.
+
+Everything environment-specific (where the landing zone is, which Iceberg catalog, which Spark master,
+which SQL engine) is derived from `LakehouseSettings`, built from environment variables by `load_settings()`.
+Nothing else in the code base reads `LAKEHOUSE_*` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class Environment(str, Enum):
+    LOCAL = "local"
+    AWS = "aws"
+
+
+# Iceberg catalog name inside Spark and pyiceberg; tables are addressed as `<namespace>.<table>`.
+CATALOG_NAME = "lakehouse"
+NAMESPACES = ("bronze", "silver", "gold")
+
+
+@dataclass(frozen=True)
+class LakehouseSettings:
+    environment: Environment = Environment.LOCAL
+    # Local data root: landing zone, Iceberg warehouse, catalog database, Dagster home.
+    home: Path = Path(".lakehouse")
+    # Spark master: `local[*]` in the run process, or a cluster URL (`spark://host:7077`).
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = 4
+    extra_spark_conf: dict[str, str] = field(default_factory=dict)
+    # AWS mode (filled in by the AWS issue; kept here so the switch stays in one place).
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    aws_region: str | None = None
+    glue_warehouse: str | None = None
+
+    @property
+    def home_abs(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def landing_root(self) -> Path:
+        """Laid out like the S3 input bucket: `input/post/`, `input/comment/`."""
+        return self.home_abs / "landing"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home_abs / "warehouse"
+
+    @property
+    def catalog_db_path(self) -> Path:
+        return self.home_abs / "catalog.db"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home_abs / "dagster"
+
+
+def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
+    """Build settings from `LAKEHOUSE_*` environment variables (defaults: the embedded local lakehouse)."""
+    env = dict(os.environ if env is None else env)
+    environment = Environment(env.get("LAKEHOUSE_ENV", Environment.LOCAL.value).lower())
+    extra = {}
+    # LAKEHOUSE_SPARK_CONF="k1=v1,k2=v2" lets an operator tune Spark without code changes.
+    for item in filter(None, env.get("LAKEHOUSE_SPARK_CONF", "").split(",")):
+        key, _, value = item.partition("=")
+        extra[key.strip()] = value.strip()
+    return LakehouseSettings(
+        environment=environment,
+        home=Path(env.get("LAKEHOUSE_HOME", ".lakehouse")),
+        spark_master=env.get("LAKEHOUSE_SPARK_MASTER", "local[*]"),
+        spark_driver_memory=env.get("LAKEHOUSE_SPARK_DRIVER_MEMORY", "4g"),
+        spark_shuffle_partitions=int(env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "4")),
+        extra_spark_conf=extra,
+        s3_bucket=env.get("LAKEHOUSE_S3_BUCKET"),
+        s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),
+        aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        glue_warehouse=env.get("LAKEHOUSE_GLUE_WAREHOUSE"),
+    )

@@ -1,0 +1,122 @@
+"""Spark session configuration for each environment.
+
+`spark_conf(settings)` is the single source of Spark settings; the Dagster resource, the CLI, the tests and
+an AWS job entry point all build their session from it, so the transformations see the same catalog everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
+
+ICEBERG_RUNTIME_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
+# Maven coordinates, for machines that can reach Maven Central instead of the PyPI jar bundle.
+ICEBERG_PACKAGE = "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2"
+SQLITE_JDBC_PACKAGE = "org.xerial:sqlite-jdbc:3.46.1.3"
+# Debian's libxerial-sqlite-jdbc-java ships the driver without its native library (that is in -jni).
+DEBIAN_SQLITE_JDBC_JAR = Path("/usr/share/java/sqlite-jdbc.jar")
+DEBIAN_JNI_DIR = Path("/usr/lib/x86_64-linux-gnu/jni")
+
+
+def iceberg_runtime_jar() -> Path | None:
+    """The Iceberg Spark runtime jar shipped inside the `snowpark-connect-deps-iceberg` wheel, if installed."""
+    try:
+        import snowpark_connect_deps_iceberg as deps
+    except ImportError:
+        return None
+    jar = Path(deps.__file__).parent / "jars" / ICEBERG_RUNTIME_JAR
+    return jar if jar.exists() else None
+
+
+def _local_catalog_conf(settings: LakehouseSettings) -> dict[str, str]:
+    prefix = f"spark.sql.catalog.{CATALOG_NAME}"
+    return {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.type": "jdbc",
+        f"{prefix}.uri": f"jdbc:sqlite:{settings.catalog_db_path}",
+        f"{prefix}.warehouse": settings.warehouse_path.as_uri(),
+        f"{prefix}.jdbc.schema-version": "V1",
+        # SQLite allows one writer: one pooled connection per JVM, WAL so readers never block the writer,
+        # and a busy timeout so a second process (another run, pyiceberg) waits instead of failing.
+        f"{prefix}.clients": "1",
+        f"{prefix}.jdbc.journal_mode": "WAL",
+        f"{prefix}.jdbc.busy_timeout": "60000",
+    }
+
+
+def _glue_catalog_conf(settings: LakehouseSettings) -> dict[str, str]:
+    prefix = f"spark.sql.catalog.{CATALOG_NAME}"
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        f"{prefix}.warehouse": settings.glue_warehouse or f"s3://{settings.s3_bucket}/warehouse",
+    }
+    if settings.aws_region:
+        conf[f"{prefix}.client.region"] = settings.aws_region
+    return conf
+
+
+def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
+    if settings.environment is Environment.AWS:
+        return {}  # Glue 5.0 / EMR 7 bundle Iceberg and the AWS SDK.
+    jars, packages = [], []
+    iceberg = iceberg_runtime_jar()
+    (jars.append(str(iceberg)) if iceberg else packages.append(ICEBERG_PACKAGE))
+    sqlite_jar = Path(os.environ.get("LAKEHOUSE_SQLITE_JDBC_JAR", DEBIAN_SQLITE_JDBC_JAR))
+    conf: dict[str, str] = {}
+    if sqlite_jar.exists():
+        jars.append(str(sqlite_jar))
+        if DEBIAN_JNI_DIR.exists():
+            conf["spark.driver.extraJavaOptions"] = f"-Djava.library.path={DEBIAN_JNI_DIR}"
+            conf["spark.executor.extraJavaOptions"] = f"-Djava.library.path={DEBIAN_JNI_DIR}"
+    else:
+        packages.append(SQLITE_JDBC_PACKAGE)
+    if jars:
+        conf["spark.jars"] = ",".join(jars)
+    if packages:
+        conf["spark.jars.packages"] = ",".join(packages)
+    return conf
+
+
+def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
+    """All Spark settings for `settings.environment`; `settings.extra_spark_conf` wins over the defaults."""
+    conf = {
+        "spark.app.name": "lakehouse",
+        "spark.master": settings.spark_master,
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.defaultCatalog": CATALOG_NAME,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if settings.environment is Environment.LOCAL:
+        conf.update(_local_catalog_conf(settings))
+        conf.update(
+            {
+                "spark.driver.memory": settings.spark_driver_memory,
+                # The driver is the only JVM in local mode; the UI costs start-up time and memory.
+                "spark.ui.enabled": "false",
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.sql.warehouse.dir": str(settings.home_abs / "spark-warehouse"),
+            }
+        )
+    else:
+        conf.update(_glue_catalog_conf(settings))
+    conf.update(_jar_conf(settings))
+    conf.update(settings.extra_spark_conf)
+    return conf
+
+
+def get_spark(settings: LakehouseSettings):
+    """Get (or create) this process's Spark session; outside Dagster (CLI, tests, AWS job entry point)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    settings.home_abs.mkdir(parents=True, exist_ok=True)
+    return builder.getOrCreate()

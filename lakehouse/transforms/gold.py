@@ -1,0 +1,119 @@
+"""Gold: the warehouse. Business-standard schemas with exact types, built from Silver frames.
+
+Pure `DataFrame -> DataFrame` functions; which Silver rows they are given (everything, or only the keys a
+batch touched) is the caller's choice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse.contracts import GOLD
+
+# VADER's conventional thresholds for a positive / negative compound score.
+POSITIVE = 0.05
+NEGATIVE = -0.05
+# A word: letters, digits, inner apostrophes (don't, it's); everything else separates words.
+_NOT_WORD = r"[^\p{L}\p{N}']+"
+
+
+def tokenize(text: SparkColumn) -> SparkColumn:
+    """Lowercase word tokens; an empty array for null text."""
+    words = F.split(F.lower(F.coalesce(text, F.lit(""))), _NOT_WORD)
+    words = F.transform(words, lambda w: F.regexp_replace(w, r"^'+|'+$", ""))
+    return F.filter(words, lambda w: w != "")
+
+
+def _loaded(loaded_at: datetime) -> SparkColumn:
+    return F.lit(loaded_at).cast("timestamp").alias("loaded_at")
+
+
+def _conform(df: DataFrame, table: str) -> DataFrame:
+    """Cast every column to the contract's exact type, in the contract's order."""
+    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in GOLD[table].columns])
+
+
+def posts(silver_posts: DataFrame, loaded_at: datetime) -> DataFrame:
+    out = silver_posts.select(
+        F.col("id").alias("post_id"),
+        "subreddit_id",
+        "subreddit_name",
+        F.coalesce("subreddit_nsfw", F.lit(False)).alias("is_nsfw"),
+        F.col("created_utc").alias("created_at"),
+        "created_date",
+        "permalink",
+        "domain",
+        "url",
+        "title",
+        tokenize(F.col("title")).alias("title_tokens"),
+        "selftext",
+        "selftext_status",
+        "score",
+        _loaded(loaded_at),
+    )
+    return _conform(out, "posts")
+
+
+def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
+    out = silver_comments.select(
+        F.col("id").alias("comment_id"),
+        "post_id",
+        "subreddit_id",
+        "subreddit_name",
+        F.coalesce("subreddit_nsfw", F.lit(False)).alias("is_nsfw"),
+        F.col("created_utc").alias("created_at"),
+        "created_date",
+        "permalink",
+        "body",
+        "body_status",
+        tokenize(F.col("body")).alias("body_tokens"),
+        F.round("sentiment", 4).alias("sentiment"),
+        "score",
+        _loaded(loaded_at),
+    )
+    return _conform(out, "comments")
+
+
+def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
+    """Per subreddit and UTC day: counts, comment sentiment, mean score and NSFW share."""
+    items = silver_posts.select(
+        "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
+        F.lit(1).alias("is_post"), F.lit(None).cast("double").alias("sentiment"),
+    ).unionByName(
+        silver_comments.select(
+            "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
+            F.lit(0).alias("is_post"), "sentiment",
+        )
+    )
+    out = items.groupBy("subreddit_id", F.col("created_date").alias("activity_date")).agg(
+        F.max("subreddit_name").alias("subreddit_name"),
+        F.sum("is_post").alias("posts"),
+        F.sum(1 - F.col("is_post")).alias("comments"),
+        F.round(F.avg("sentiment"), 4).alias("mean_sentiment"),
+        F.min("sentiment").alias("min_sentiment"),
+        F.max("sentiment").alias("max_sentiment"),
+        F.round(F.avg("score"), 2).alias("mean_score"),
+        F.round(F.avg(F.coalesce("subreddit_nsfw", F.lit(False)).cast("int")), 4).alias("nsfw_share"),
+    )
+    return _conform(out.select("*", _loaded(loaded_at)), "subreddit_daily")
+
+
+def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
+    """Per post known to Silver: its comments, their mean sentiment and positive/negative shares."""
+    per_post = silver_comments.groupBy("post_id").agg(
+        F.count("*").alias("comments"),
+        F.round(F.avg("sentiment"), 4).alias("mean_comment_sentiment"),
+        F.round(F.avg((F.col("sentiment") >= POSITIVE).cast("int")), 4).alias("positive_share"),
+        F.round(F.avg((F.col("sentiment") <= NEGATIVE).cast("int")), 4).alias("negative_share"),
+    )
+    out = silver_posts.select(
+        F.col("id").alias("post_id"), "subreddit_id", "subreddit_name", "created_date",
+        F.col("score").alias("post_score"),
+    ).join(per_post, "post_id", "left")
+    out = out.withColumn("comments", F.coalesce("comments", F.lit(0)))
+    return _conform(out.select("*", _loaded(loaded_at)), "post_engagement")
+

@@ -1,0 +1,189 @@
+"""Silver: typed, cleaned, renamed and deduplicated rows, plus the rows that cannot meet the contract.
+
+Every function here is `DataFrame -> DataFrame` (no I/O), so it runs the same in local mode, on a cluster and
+inside an AWS job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakehouse.contracts import QUARANTINE, SILVER, Entity
+
+# Reddit went live on 2005-06-23; anything earlier is not a Reddit timestamp (often epoch milliseconds
+# misread, which land far in the future instead, and are caught by the upper bound).
+REDDIT_EPOCH = datetime(2005, 6, 23)
+INTEGER = r"^-?[0-9]{1,10}$"
+EPOCH_SECONDS = r"^[0-9]{1,12}(\.0*)?$"
+DECIMAL = r"^-?[0-9]+(\.[0-9]+)?([eE]-?[0-9]+)?$"
+# The post id is the segment after /comments/ in a comment's permalink.
+POST_ID_IN_PERMALINK = r"/comments/([A-Za-z0-9]+)(/|$)"
+
+# Reddit escapes these in exported text; `&amp;#x200B;` is a double-escaped zero-width space Reddit uses
+# as an empty paragraph.
+_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&nbsp;", " "), ("&amp;", "&"))
+_ZERO_WIDTH = "[\u200b\ufeff]|&#x200[bB];"
+
+
+def text_status(raw: SparkColumn) -> SparkColumn:
+    """Why a text value is (or is not) null in Silver: present | empty | deleted | removed."""
+    trimmed = F.trim(raw)
+    return (
+        F.when(raw.isNull() | (trimmed == ""), "empty")
+        .when(trimmed == "[deleted]", "deleted")
+        .when(trimmed == "[removed]", "removed")
+        .otherwise("present")
+    )
+
+
+def clean_text(raw: SparkColumn) -> SparkColumn:
+    """Unescape Reddit's HTML entities, drop zero-width spaces, normalise newlines; null unless present."""
+    value = F.regexp_replace(raw, "\r\n?", "\n")
+    for entity, char in _ENTITIES:  # `&amp;` last: `&amp;gt;` must become the literal text `&gt;`
+        value = F.regexp_replace(value, entity, char)
+    value = F.trim(F.regexp_replace(value, _ZERO_WIDTH, ""))
+    return F.when(text_status(raw) == "present", F.when(value != "", value))
+
+
+def _blank(raw: SparkColumn) -> SparkColumn:
+    return raw.isNull() | (F.trim(raw) == "")
+
+
+def _rule(condition: SparkColumn, code: str) -> SparkColumn:
+    return F.when(condition, F.lit(code))
+
+
+def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
+    """Type and clean Bronze rows; `reasons` lists every broken rule (empty when the row is valid)."""
+    created_raw = F.trim(F.col("created_utc"))
+    created_ok = created_raw.rlike(EPOCH_SECONDS)
+    created = F.when(created_ok, F.timestamp_seconds(created_raw.cast("double").cast("bigint")))
+    score_raw = F.trim(F.col("score"))
+    score = F.when(score_raw.rlike(INTEGER), score_raw.cast("int"))
+    nsfw_raw = F.lower(F.trim(F.col("subreddit_nsfw")))
+    nsfw = F.when(nsfw_raw == "true", True).when(nsfw_raw == "false", False)
+
+    rules = [
+        _rule(F.col("_raw_record").isNotNull(), "malformed_record"),
+        _rule(_blank(F.col("id")), "missing_id"),
+        _rule(_blank(F.col("subreddit_id")) | _blank(F.col("subreddit_name")), "missing_subreddit"),
+        _rule(_blank(F.col("permalink")), "missing_permalink"),
+        _rule(F.col("type").isNotNull() & (F.trim(F.col("type")) != entity.value), "wrong_type"),
+        _rule(_blank(F.col("created_utc")), "missing_created_utc"),
+        _rule(~_blank(F.col("created_utc")) & ~created_ok, "invalid_created_utc"),
+        _rule(
+            created.isNotNull() & ((created < F.lit(REDDIT_EPOCH)) | (created > F.lit(now))),
+            "created_utc_out_of_range",
+        ),
+        _rule(_blank(F.col("score")), "missing_score"),
+        _rule(~_blank(F.col("score")) & score.isNull(), "invalid_score"),
+        _rule(~_blank(F.col("subreddit_nsfw")) & nsfw.isNull(), "invalid_nsfw"),
+    ]
+    columns = {
+        "id": F.trim(F.col("id")),
+        "subreddit_id": F.trim(F.col("subreddit_id")),
+        "subreddit_name": F.lower(F.trim(F.col("subreddit_name"))),
+        "subreddit_nsfw": nsfw,
+        "created_utc": created,
+        "created_date": F.to_date(created),
+        "permalink": F.trim(F.col("permalink")),
+    }
+    if entity is Entity.POST:
+        columns |= {
+            "domain": F.when(~_blank(F.col("domain")), F.trim(F.col("domain"))),
+            "url": F.when(~_blank(F.col("url")), F.trim(F.col("url"))),
+            "selftext": clean_text(F.col("selftext")),
+            "selftext_status": text_status(F.col("selftext")),
+            "title": clean_text(F.col("title")),
+            "title_status": text_status(F.col("title")),
+            "score": score,
+        }
+    else:
+        sentiment_raw = F.trim(F.col("sentiment"))
+        sentiment = F.when(sentiment_raw.rlike(DECIMAL), sentiment_raw.cast("double"))
+        post_id = F.regexp_extract(F.col("permalink"), POST_ID_IN_PERMALINK, 1)
+        rules += [
+            _rule(_blank(F.col("sentiment")), "missing_sentiment"),
+            _rule(~_blank(F.col("sentiment")) & sentiment.isNull(), "invalid_sentiment"),
+            _rule(sentiment.isNotNull() & ((sentiment < -1) | (sentiment > 1)), "sentiment_out_of_range"),
+            _rule(post_id == "", "missing_post_id"),
+        ]
+        columns |= {
+            "post_id": F.when(post_id != "", post_id),
+            "body": clean_text(F.col("body")),
+            "body_status": text_status(F.col("body")),
+            "sentiment": sentiment,
+            "score": score,
+        }
+    lineage = ["_source_uri", "_source_etag", "_source_row", "_raw_record", "_ingested_at", "_batch_id"]
+    reasons = F.filter(F.array(*rules), lambda r: r.isNotNull())
+    return bronze.select(
+        *[expr.alias(name) for name, expr in columns.items()],
+        *lineage,
+        reasons.alias("reasons"),
+        # Keep the raw strings so a quarantined row is stored exactly as received.
+        F.struct(*[F.col(c) for c in bronze.columns if not c.startswith("_")]).alias("_raw"),
+    )
+
+
+def valid_rows(typed_df: DataFrame) -> DataFrame:
+    return typed_df.filter(F.size("reasons") == 0)
+
+
+def quarantine_rows(typed_df: DataFrame, entity: Entity, quarantined_at: datetime) -> DataFrame:
+    """Rows that broke a rule, exactly as received, with reason codes and lineage."""
+    bad = typed_df.filter(F.size("reasons") > 0)
+    out = bad.select(
+        F.col("reasons")[0].alias("reason"),
+        "reasons",
+        "_raw.*",
+        "_source_uri",
+        "_source_etag",
+        "_source_row",
+        "_raw_record",
+        "_batch_id",
+        "_ingested_at",
+        F.lit(quarantined_at).cast("timestamp").alias("quarantined_at"),
+    )
+    return out.select(*QUARANTINE[entity].names)
+
+
+def latest_per_id(df: DataFrame) -> DataFrame:
+    """One row per id: the latest ingestion wins; within a batch, the later file name, then the later row.
+
+    SocialGrep exports are named by date, so within one batch the later file name is the later export.
+    """
+    order = Window.partitionBy("id").orderBy(
+        F.col("_ingested_at").desc(), F.col("_source_uri").desc(), F.col("_source_row").desc()
+    )
+    return df.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
+
+
+def row_hash(columns: list[str]) -> SparkColumn:
+    """A stable hash of the business columns; nulls and empty strings hash differently."""
+    parts = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in columns]
+    return F.sha2(F.concat_ws("\u0001", *parts), 256)
+
+
+def business_columns(entity: Entity) -> list[str]:
+    return [c for c in SILVER[entity].names if not c.startswith("_")]
+
+
+def to_silver(typed_df: DataFrame, entity: Entity, updated_at: datetime) -> DataFrame:
+    """Valid rows, one per id, shaped as the Silver table."""
+    business = business_columns(entity)
+    latest = latest_per_id(valid_rows(typed_df))
+    out = latest.select(
+        *business,
+        row_hash(business).alias("_row_hash"),
+        "_source_uri",
+        "_source_row",
+        "_batch_id",
+        "_ingested_at",
+        F.lit(updated_at).cast("timestamp").alias("_updated_at"),
+    )
+    return out.select(*SILVER[entity].names)
