@@ -91,6 +91,7 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": "WARN",
     }
     if settings.environment is Environment.LOCAL:
         conf.update(_local_catalog_conf(settings))

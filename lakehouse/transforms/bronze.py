@@ -60,7 +60,8 @@ def check_header(head: bytes, entity: Entity) -> HeaderCheck:
 
 
 def raw_schema(entity: Entity) -> StructType:
-    fields = [StructField(bronze_column_name(h), StringType()) for h in SOURCE_HEADERS[entity]]
+    """All-string schema under the source's own names (Spark checks them against the header)."""
+    fields = [StructField(h, StringType()) for h in SOURCE_HEADERS[entity]]
     return StructType(fields + [StructField(RAW_RECORD, StringType())])
 
 
@@ -82,7 +83,8 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity) -> DataFrame:
     )
     # Capture file and read order now: both are lost once Spark shuffles.
     return df.select(
-        "*",
+        *[F.col(f"`{h}`").alias(bronze_column_name(h)) for h in SOURCE_HEADERS[entity]],
+        RAW_RECORD,
         F.regexp_replace(F.col("_metadata.file_path"), LOCAL_FILE_PREFIX.pattern, "file:///").alias(_FILE_PATH),
         F.monotonically_increasing_id().alias(_READ_ORDER),
     )

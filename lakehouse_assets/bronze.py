@@ -1,0 +1,67 @@
+"""Bronze: landed SocialGrep files appended to Iceberg as received, one batch per run."""
+
+import dagster as dg
+
+from lakehouse import pipeline
+from lakehouse.contracts import BRONZE, Entity
+from lakehouse_assets.metadata import markdown_table, table_metadata
+from resources import LakehouseResource, SparkResource
+
+# Runs touching the same tables queue behind each other (Iceberg commits and watermarks assume one writer).
+POOL = "lakehouse"
+
+
+class BronzeConfig(dg.Config):
+    """Which landed files to ingest; empty means every landed file version not yet in the ingestion log."""
+
+    keys: list[str] = []
+
+
+def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
+    contract = BRONZE[entity]
+
+    @dg.asset(
+        key=["bronze", entity.plural],
+        group_name="bronze",
+        kinds={"spark", "iceberg"},
+        description=f"Raw {entity.value} rows as received, all strings, with source file, row number and batch.",
+        pool=POOL,
+        metadata={"dagster/table_name": f"lakehouse.{contract.identifier}"},
+    )
+    def _bronze(
+        context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, lakehouse: LakehouseResource
+    ) -> dg.MaterializeResult:
+        session = spark.spark_session
+        result = pipeline.ingest_bronze(session, lakehouse.landing_zone(), entity, keys=config.keys or None)
+        for outcome in result.rejected:
+            context.log.error(f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}")
+        files = [vars(f) for f in result.files]
+        context.log.info(
+            f"batch {result.batch_id}: {len(result.files)} files, {result.rows} rows "
+            f"({result.already_ingested} landed files already ingested)"
+        )
+        return dg.MaterializeResult(
+            metadata=table_metadata(
+                session,
+                contract,
+                batch_id=result.batch_id,
+                batch_rows=result.rows,
+                batch_files=len(result.files),
+                malformed_rows=result.malformed_rows,
+                rejected_files=len(result.rejected),
+                already_ingested_files=result.already_ingested,
+                rolled_back_batches=len(result.rolled_back_batches),
+                files=dg.MetadataValue.md(
+                    markdown_table(files, ["key", "status", "rows", "malformed_rows", "reason", "message"])
+                    if files else "no new files"
+                ),
+            )
+        )
+
+    return _bronze
+
+
+bronze_posts = bronze_asset(Entity.POST)
+bronze_comments = bronze_asset(Entity.COMMENT)
+
+defs = dg.Definitions(assets=[bronze_posts, bronze_comments])

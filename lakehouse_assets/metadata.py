@@ -1,0 +1,65 @@
+"""Materialisation metadata shared by every layer: row count, schema, preview, Iceberg snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pyspark.sql import SparkSession
+
+from lakehouse import tables
+from lakehouse.contracts import TableContract
+from lakehouse.settings import CATALOG_NAME
+
+PREVIEW_ROWS = 5
+_CELL = 60
+
+
+def column_schema(contract: TableContract) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                description=c.doc,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in contract.columns
+        ]
+    )
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    body = ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join([head, *body])
+
+
+def preview(spark: SparkSession, contract: TableContract, order_by: str | None = None) -> str:
+    df = spark.table(contract.identifier)
+    if order_by:
+        df = df.orderBy(order_by)
+    rows = [r.asDict() for r in df.limit(PREVIEW_ROWS).collect()]
+    business = [c for c in contract.names if not c.startswith("_")][:10]
+    return markdown_table(rows, business)
+
+
+def table_metadata(spark: SparkSession, contract: TableContract, **extra: Any) -> dict[str, Any]:
+    """What a user wants to see for any Iceberg table after a materialisation."""
+    snap = tables.current_snapshot(spark, contract.identifier)
+    meta: dict[str, Any] = {
+        "dagster/table_name": f"{CATALOG_NAME}.{contract.identifier}",
+        "dagster/row_count": int(snap.summary.get("total-records", 0)) if snap else 0,
+        "dagster/column_schema": column_schema(contract),
+        "snapshot_id": str(snap.snapshot_id) if snap else "none",
+        "data_files": int(snap.summary.get("total-data-files", 0)) if snap else 0,
+        "preview": dg.MetadataValue.md(preview(spark, contract)),
+    }
+    meta.update(extra)
+    return meta

@@ -1,0 +1,79 @@
+"""Silver: Bronze rows typed, cleaned and MERGEd one row per id; rows breaking the contract quarantined."""
+
+import dagster as dg
+
+from lakehouse import pipeline
+from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
+from lakehouse_assets.bronze import POOL
+from lakehouse_assets.metadata import markdown_table, table_metadata
+from resources import SparkResource
+
+
+def silver_asset(entity: Entity) -> dg.AssetsDefinition:
+    silver, quarantine = SILVER[entity], QUARANTINE[entity]
+    bronze_key = dg.AssetKey(["bronze", entity.plural])
+    silver_key = dg.AssetKey(["silver", entity.plural])
+    quarantine_key = dg.AssetKey(["silver", f"{entity.plural}_quarantine"])
+
+    @dg.multi_asset(
+        name=f"silver_{entity.plural}",
+        specs=[
+            dg.AssetSpec(
+                silver_key,
+                deps=[bronze_key],
+                group_name="silver",
+                kinds={"spark", "iceberg"},
+                description=f"Typed, cleaned {entity.value}s, one row per id (latest ingestion wins), ready for ML.",
+                metadata={"dagster/table_name": f"lakehouse.{silver.identifier}"},
+            ),
+            dg.AssetSpec(
+                quarantine_key,
+                deps=[bronze_key],
+                group_name="silver",
+                kinds={"spark", "iceberg"},
+                description=f"{entity.value.capitalize()} rows that break the Silver contract, as received, with reason codes.",
+                metadata={"dagster/table_name": f"lakehouse.{quarantine.identifier}"},
+            ),
+        ],
+        pool=POOL,
+    )
+    def _silver(context: dg.AssetExecutionContext, spark: SparkResource):
+        session = spark.spark_session
+        result = pipeline.update_silver(session, entity)
+        context.log.info(
+            f"{BRONZE[entity].identifier} snapshots ({result.from_snapshot}, {result.to_snapshot}]: "
+            f"{result.bronze_rows} rows -> {result.inserted} inserted, {result.updated} updated, "
+            f"{result.unchanged} unchanged, {result.duplicates_collapsed} duplicates collapsed, "
+            f"{result.quarantined} quarantined"
+        )
+        yield dg.MaterializeResult(
+            asset_key=silver_key,
+            metadata=table_metadata(
+                session,
+                silver,
+                bronze_rows_read=result.bronze_rows,
+                inserted=result.inserted,
+                updated=result.updated,
+                unchanged=result.unchanged,
+                duplicates_collapsed=result.duplicates_collapsed,
+                bronze_snapshot=str(result.to_snapshot),
+            ),
+        )
+        reasons = [{"reason": k, "rows": v} for k, v in sorted(result.reasons.items())]
+        yield dg.MaterializeResult(
+            asset_key=quarantine_key,
+            metadata=table_metadata(
+                session,
+                quarantine,
+                quarantined_this_run=result.quarantined,
+                reasons=dg.MetadataValue.md(markdown_table(reasons, ["reason", "rows"]) if reasons else "none"),
+            ),
+        )
+
+    return _silver
+
+
+silver_posts = silver_asset(Entity.POST)
+silver_comments = silver_asset(Entity.COMMENT)
+
+defs = dg.Definitions(assets=[silver_posts, silver_comments])
