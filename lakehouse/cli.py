@@ -1,0 +1,128 @@
+"""`lakehouse`: the command line for the embedded lakehouse (generate, land, query, tables, init)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lakehouse.contracts import Entity
+from lakehouse.settings import load_settings
+
+DAGSTER_YAML = """\
+# Written by `lakehouse init`. Runs queue behind each other per pool (see lakehouse_assets/bronze.py: POOL).
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_queue:
+  max_concurrent_runs: 2
+"""
+
+
+def cmd_init(args) -> int:
+    settings = load_settings()
+    from lakehouse.landing import LocalLandingZone
+
+    LocalLandingZone(settings.landing_root).ensure_layout()
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    config = settings.dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    print(f"lakehouse home: {settings.home_abs}")
+    print(f"landing zone:   {settings.landing_root}")
+    print(f"DAGSTER_HOME:   {settings.dagster_home}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from lakehouse.generator import generate
+
+    settings = load_settings()
+    root = Path(args.landing) if args.landing else settings.landing_root
+    started = time.perf_counter()
+    out = generate(root, posts=args.posts, comments=args.comments, files=args.files, seed=args.seed,
+                   days=args.days, subreddits=args.subreddits, repeat_share=args.repeat_share)
+    seconds = time.perf_counter() - started
+    rows = out.post_rows + out.comment_rows
+    print(f"generated {out.post_rows:,} post rows in {len(out.posts)} files and {out.comment_rows:,} comment rows "
+          f"in {len(out.comments)} files under {root} in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)")
+    return 0
+
+
+def cmd_land(args) -> int:
+    from lakehouse.landing import LocalLandingZone
+
+    zone = LocalLandingZone(load_settings().landing_root)
+    for source in args.files:
+        landed = zone.land(Path(source), Entity(args.entity), name=args.name)
+        print(f"landed {source} as {landed.key} ({landed.size:,} bytes, etag {landed.etag})")
+    return 0
+
+
+def _engine():
+    from lakehouse.query import QueryEngine, local_catalog
+
+    return QueryEngine(local_catalog(load_settings()))
+
+
+def cmd_query(args) -> int:
+    relation = _engine().sql(args.sql)
+    if relation is None:
+        return 0
+    relation.show(max_rows=args.max_rows, max_width=args.max_width)
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from lakehouse.query import local_catalog
+
+    catalog = local_catalog(load_settings())
+    for ns in catalog.list_namespaces():
+        for ident in catalog.list_tables(ns):
+            table = catalog.load_table(ident)
+            snap = table.current_snapshot()
+            rows = snap.summary["total-records"] if snap and snap.summary else "0"
+            print(f"{'.'.join(ident):32} {rows:>12} rows  snapshot {snap.snapshot_id if snap else '-'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", help="create the data root, landing zone and DAGSTER_HOME").set_defaults(func=cmd_init)
+
+    gen = sub.add_parser("generate", help="write deterministic SocialGrep-format files into the landing zone")
+    gen.add_argument("--posts", type=int, default=10_000)
+    gen.add_argument("--comments", type=int, default=30_000)
+    gen.add_argument("--files", type=int, default=3, help="files per entity")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--days", type=int, default=31)
+    gen.add_argument("--subreddits", type=int, default=12)
+    gen.add_argument("--repeat-share", type=float, default=0.02, help="share of ids repeated in the last file")
+    gen.add_argument("--landing", help="landing root (default: $LAKEHOUSE_HOME/landing)")
+    gen.set_defaults(func=cmd_generate)
+
+    land = sub.add_parser("land", help="copy files into the landing zone")
+    land.add_argument("entity", choices=[e.value for e in Entity])
+    land.add_argument("files", nargs="+")
+    land.add_argument("--name", help="name in the landing zone (one file only)")
+    land.set_defaults(func=cmd_land)
+
+    query = sub.add_parser("query", help="run SQL over the Iceberg tables with the embedded engine")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=40)
+    query.add_argument("--max-width", type=int, default=160)
+    query.set_defaults(func=cmd_query)
+
+    sub.add_parser("tables", help="list tables, row counts and snapshots").set_defaults(func=cmd_tables)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The embedded SQL engine: DuckDB over the Iceberg tables (it stands in for Athena locally).
+
+DuckDB cannot load its Iceberg extension offline, so pyiceberg plans each table's scan and DuckDB reads the
+planned Parquet files directly (lazily, column-pruned). A table with delete files or an evolved schema is read
+through pyiceberg into Arrow instead, which applies deletes and column mapping.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlparse
+
+import duckdb
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from lakehouse.settings import CATALOG_NAME, NAMESPACES, LakehouseSettings
+
+
+def local_catalog(settings: LakehouseSettings) -> Catalog:
+    """pyiceberg's view of the same SQLite catalog Spark writes through JDBC."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    settings.home_abs.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(
+        CATALOG_NAME,
+        uri=f"sqlite:///{settings.catalog_db_path}",
+        warehouse=settings.warehouse_path.as_uri(),
+    )
+
+
+def _local_path(uri: str) -> str:
+    return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class QueryEngine:
+    """`QueryEngine(catalog).sql("SELECT ... FROM gold.subreddit_daily")` -> a DuckDB relation."""
+
+    def __init__(self, catalog: Catalog, namespaces: tuple[str, ...] = NAMESPACES):
+        self.catalog = catalog
+        self.con = duckdb.connect()
+        self.namespaces = namespaces
+
+    def _register(self, namespace: str, name: str, table: Table) -> None:
+        target = f"{_quote(namespace)}.{_quote(name)}"
+        tasks = list(table.scan().plan_files())
+        plain = tasks and len(table.schemas()) == 1 and not any(t.delete_files for t in tasks)
+        if plain:
+            files = ", ".join("'" + _local_path(t.file.file_path).replace("'", "''") + "'" for t in tasks)
+            self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM read_parquet([{files}])")
+        else:
+            arrow = table.scan().to_arrow()
+            self.con.register(f"_arrow_{namespace}_{name}", arrow)
+            self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {_quote(f'_arrow_{namespace}_{name}')}")
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        wanted = {n.split(".")[-1].strip('"') for n in duckdb.get_table_names(query, qualified=False)}
+        for ns in self.namespaces:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(ns)}")
+            if not self.catalog.namespace_exists(ns):
+                continue
+            for ident in self.catalog.list_tables(ns):
+                name = ident[-1]
+                if name in wanted:
+                    self._register(ns, name, self.catalog.load_table(ident))
+        return self.con.sql(query)
