@@ -18,7 +18,7 @@ from lakehouse.contracts import QUARANTINE, SILVER, Entity
 # misread, which land far in the future instead, and are caught by the upper bound).
 REDDIT_EPOCH = datetime(2005, 6, 23)
 INTEGER = r"^-?[0-9]{1,10}$"
-EPOCH_SECONDS = r"^[0-9]{1,12}(\.0*)?$"
+EPOCH_SECONDS = r"^[0-9]{1,15}(\.0*)?$"
 DECIMAL = r"^-?[0-9]+(\.[0-9]+)?([eE]-?[0-9]+)?$"
 # The post id is the segment after /comments/ in a comment's permalink.
 POST_ID_IN_PERMALINK = r"/comments/([A-Za-z0-9]+)(/|$)"
@@ -29,24 +29,29 @@ _ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&n
 _ZERO_WIDTH = "[\u200b\ufeff]|&#x200[bB];"
 
 
+def _normalised(raw: SparkColumn) -> SparkColumn:
+    """Unescape Reddit's HTML entities, drop zero-width spaces, LF newlines, strip surrounding white space."""
+    value = F.regexp_replace(raw, "\r\n?", "\n")
+    for entity, char in _ENTITIES:  # `&amp;` last: `&amp;gt;` must become the literal text `&gt;`
+        value = F.regexp_replace(value, entity, char)
+    value = F.regexp_replace(value, _ZERO_WIDTH, "")
+    return F.regexp_replace(value, r"^\s+|\s+$", "")
+
+
 def text_status(raw: SparkColumn) -> SparkColumn:
     """Why a text value is (or is not) null in Silver: present | empty | deleted | removed."""
-    trimmed = F.trim(raw)
+    value = _normalised(raw)
     return (
-        F.when(raw.isNull() | (trimmed == ""), "empty")
-        .when(trimmed == "[deleted]", "deleted")
-        .when(trimmed == "[removed]", "removed")
+        F.when(raw.isNull() | (value == ""), "empty")
+        .when(value == "[deleted]", "deleted")
+        .when(value == "[removed]", "removed")
         .otherwise("present")
     )
 
 
 def clean_text(raw: SparkColumn) -> SparkColumn:
-    """Unescape Reddit's HTML entities, drop zero-width spaces, normalise newlines; null unless present."""
-    value = F.regexp_replace(raw, "\r\n?", "\n")
-    for entity, char in _ENTITIES:  # `&amp;` last: `&amp;gt;` must become the literal text `&gt;`
-        value = F.regexp_replace(value, entity, char)
-    value = F.trim(F.regexp_replace(value, _ZERO_WIDTH, ""))
-    return F.when(text_status(raw) == "present", F.when(value != "", value))
+    """The normalised text when it is present; null when empty, `[deleted]` or `[removed]`."""
+    return F.when(text_status(raw) == "present", _normalised(raw))
 
 
 def _blank(raw: SparkColumn) -> SparkColumn:

@@ -1,0 +1,71 @@
+"""Shared fixtures: one lakehouse home and one Spark session (with the real Iceberg catalog) per test session.
+
+Spark's catalog settings are fixed when its session starts, so every test shares one data root; the
+`lakehouse` fixture empties it (drops the tables, clears the landing zone) before each test that asks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "socialgrep-meirl"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lakehouse_env(tmp_path_factory):
+    """Isolate the developer's own lakehouse and Dagster home from the tests."""
+    home = tmp_path_factory.mktemp("lakehouse")
+    saved = {k: os.environ.get(k) for k in ("LAKEHOUSE_HOME", "LAKEHOUSE_ENV", "DAGSTER_HOME")}
+    os.environ["LAKEHOUSE_HOME"] = str(home)
+    os.environ["LAKEHOUSE_ENV"] = "local"
+    os.environ.pop("DAGSTER_HOME", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def settings(lakehouse_env):
+    from lakehouse.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    from lakehouse.spark import get_spark
+
+    session = get_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lakehouse(spark, settings):
+    """An empty lakehouse: no tables, an empty landing zone. Yields the landing zone."""
+    from lakehouse.landing import LocalLandingZone
+    from lakehouse.settings import NAMESPACES
+
+    for ns in NAMESPACES:
+        if spark.sql(f"SHOW NAMESPACES LIKE '{ns}'").count():
+            for row in spark.sql(f"SHOW TABLES IN {ns}").collect():
+                spark.sql(f"DROP TABLE {ns}.{row.tableName} PURGE")
+    shutil.rmtree(settings.landing_root, ignore_errors=True)
+    zone = LocalLandingZone(settings.landing_root)
+    zone.ensure_layout()
+    return zone
+
+
+@pytest.fixture
+def meirl() -> Path:
+    """The real SocialGrep sample from ../shared, when this checkout has it beside it."""
+    if not (SHARED_DATA / "posts.csv").exists():
+        pytest.skip("the real sample ../shared/data/socialgrep-meirl is not beside this checkout")
+    return SHARED_DATA

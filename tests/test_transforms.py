@@ -1,0 +1,290 @@
+"""Pure transform tests on small frames: each SocialGrep quirk, each quarantine rule, each Gold formula."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date, datetime, timezone
+
+import pytest
+from pyspark.sql import functions as F
+
+from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
+from lakehouse.transforms import bronze as bronze_tf
+from lakehouse.transforms import gold as gold_tf
+from lakehouse.transforms import silver as silver_tf
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2022, 3, 31, tzinfo=timezone.utc)
+POST_HEADER = ",".join(SOURCE_HEADERS[Entity.POST])
+COMMENT_HEADER = ",".join(SOURCE_HEADERS[Entity.COMMENT])
+
+
+def bronze_frame(spark, entity: Entity, rows: list[dict], ingested_at=T0, source="file:///f.csv"):
+    """Bronze-shaped rows: every source column a string (missing ones null), with lineage columns."""
+    names = BRONZE[entity].names
+    full = []
+    for i, row in enumerate(rows, start=1):
+        base = {n: None for n in names}
+        base.update({"_source_uri": source, "_source_etag": "e", "_source_row": i,
+                     "_ingested_at": ingested_at, "_batch_id": "b1"})
+        base.update(row)
+        full.append(tuple(base[n] for n in names))
+    schema = ", ".join(
+        f"`{n}` {'bigint' if n == '_source_row' else 'timestamp' if n == '_ingested_at' else 'string'}"
+        for n in names
+    )
+    return spark.createDataFrame(full, schema)
+
+
+def post(**overrides):
+    row = {"type": "post", "id": "abc1", "subreddit_id": "2s5ti", "subreddit_name": "meirl",
+           "subreddit_nsfw": "false", "created_utc": "1648771149",
+           "permalink": "https://old.reddit.com/r/meirl/comments/abc1/me_irl/", "domain": "i.redd.it",
+           "url": "https://i.redd.it/x.jpg", "selftext": None, "title": "me irl", "score": "93"}
+    row.update(overrides)
+    return row
+
+
+def comment(**overrides):
+    row = {"type": "comment", "id": "c1", "subreddit_id": "2s5ti", "subreddit_name": "meirl",
+           "subreddit_nsfw": "false", "created_utc": "1648771186",
+           "permalink": "https://old.reddit.com/r/MeIRL/comments/tswh3j/meirl/c1/", "body": "Yes",
+           "sentiment": "0.4019", "score": "1"}
+    row.update(overrides)
+    return row
+
+
+# --- header contract -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head, entity, ok, reason",
+    [
+        ((POST_HEADER + "\r\npost,a\r\n").encode(), Entity.POST, True, None),
+        (("\ufeff" + COMMENT_HEADER + "\n").encode(), Entity.COMMENT, True, None),  # BOM tolerated
+        (b"", Entity.POST, False, "empty_file"),
+        (gzip.compress(POST_HEADER.encode()), Entity.POST, False, "not_csv"),
+        (POST_HEADER.replace(",", ";").encode(), Entity.POST, False, "wrong_delimiter"),
+        ((COMMENT_HEADER + "\r\n").encode(), Entity.POST, False, "header_mismatch"),  # a comment file as posts
+        (b"\xff\xfe" + POST_HEADER.encode(), Entity.POST, False, "not_utf8"),
+    ],
+)
+def test_check_header(head, entity, ok, reason):
+    result = bronze_tf.check_header(head, entity)
+    assert result.ok is ok
+    assert result.reason == reason
+    if not ok:
+        assert result.message
+
+
+# --- Bronze CSV reading ----------------------------------------------------------------------------------------
+
+
+def test_read_csv_keeps_quirks_and_numbers_rows(spark, tmp_path):
+    # CRLF row ends, a bare LF and a CRLF inside quoted fields, doubled quotes, commas, emoji, empty fields.
+    text = (
+        COMMENT_HEADER + "\r\n"
+        'comment,c1,2s5ti,meirl,false,1648771186,https://x/comments/p1/t/c1/,"line one\nline two, with ""quotes"" 😂",0.5,3\r\n'
+        "comment,c2,2s5ti,meirl,false,1648771187,https://x/comments/p1/t/c2/,[deleted],,1\r\n"
+        'comment,c3,2s5ti,meirl,false,1648771188,https://x/comments/p1/t/c3/,"first\r\nsecond",-0.25,-4\r\n'
+    )
+    path = tmp_path / "comments.csv"
+    path.write_bytes(text.encode("utf-8"))
+    raw = bronze_tf.read_csv(spark, [str(path)], Entity.COMMENT)
+    files = spark.createDataFrame(
+        [(bronze_tf.LOCAL_FILE_PREFIX.sub("file:///", path.as_uri()), path.as_uri(), "etag")],
+        "_file_path string, uri string, etag string",
+    )
+    out = bronze_tf.to_bronze(raw, files, "batch", T0, Entity.COMMENT).orderBy("_source_row").collect()
+    assert [r.id for r in out] == ["c1", "c2", "c3"]
+    assert [r._source_row for r in out] == [1, 2, 3]
+    assert out[0].body == 'line one\nline two, with "quotes" 😂'
+    # Spark's CSV parser normalises a CRLF inside quotes to LF (documented in CONVENTIONS.md); the landed
+    # file itself stays byte-for-byte as received.
+    assert out[2].body == "first\nsecond"
+    assert out[1].sentiment is None and out[1].body == "[deleted]"
+    assert out[2].score == "-4"  # no trailing \r leaks into the last column
+    assert all(r._source_uri == path.as_uri() and r._raw_record is None for r in out)
+    assert list(out[0].asDict()) == BRONZE[Entity.COMMENT].names
+
+
+def test_read_csv_keeps_malformed_record(spark, tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_bytes((COMMENT_HEADER + "\r\ncomment,c1,2s5ti\r\n").encode())
+    row = bronze_tf.read_csv(spark, [str(path)], Entity.COMMENT).first()
+    assert row.id == "c1" and row._raw_record == "comment,c1,2s5ti"
+
+
+# --- Silver typing, cleaning, quarantine ----------------------------------------------------------------------
+
+
+def test_text_cleaning_and_status(spark):
+    cases = [
+        (None, None, "empty"),
+        ("   ", None, "empty"),
+        ("[deleted]", None, "deleted"),
+        ("[removed]", None, "removed"),
+        ("Tom &amp; Jerry &gt; you", "Tom & Jerry > you", "present"),
+        ("&amp;#x200B;\n\nreal text  ", "real text", "present"),
+        ("\nleading newline", "leading newline", "present"),
+        ("a\r\nb", "a\nb", "present"),
+        ("&amp;gt; stays literal", "&gt; stays literal", "present"),
+    ]
+    df = spark.createDataFrame([(c[0],) for c in cases], "raw string")
+    got = df.select(silver_tf.clean_text(F.col("raw")).alias("v"), silver_tf.text_status(F.col("raw")).alias("s"))
+    assert [(r.v, r.s) for r in got.collect()] == [(c[1], c[2]) for c in cases]
+
+
+def test_posts_typed_and_cleaned(spark):
+    bronze = bronze_frame(spark, Entity.POST, [post(subreddit_nsfw="TRUE", selftext="", url="")])
+    row = silver_tf.to_silver(silver_tf.typed(bronze, Entity.POST, NOW), Entity.POST, NOW).first()
+    assert row.created_utc == datetime(2022, 3, 31, 23, 59, 9) or row.created_utc.tzinfo is None
+    assert row.created_date == date(2022, 3, 31)
+    assert row.subreddit_nsfw is True
+    assert row.score == 93 and isinstance(row.score, int)
+    assert row.selftext is None and row.selftext_status == "empty"
+    assert row.url is None
+    assert list(row.asDict()) == SILVER[Entity.POST].names
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"id": ""}, "missing_id"),
+        ({"id": None}, "missing_id"),
+        ({"created_utc": ""}, "missing_created_utc"),
+        ({"created_utc": "yesterday"}, "invalid_created_utc"),
+        ({"created_utc": "1648771149000"}, "created_utc_out_of_range"),  # milliseconds
+        ({"created_utc": "100"}, "created_utc_out_of_range"),  # before Reddit existed
+        ({"score": "12abc"}, "invalid_score"),
+        ({"score": "99999999999"}, "invalid_score"),  # overflows INT
+        ({"score": None}, "missing_score"),
+        ({"subreddit_nsfw": "maybe"}, "invalid_nsfw"),
+        ({"type": "comment"}, "wrong_type"),
+        ({"subreddit_id": " "}, "missing_subreddit"),
+        ({"_raw_record": "post,abc1"}, "malformed_record"),
+    ],
+)
+def test_post_quarantine_reasons(spark, overrides, reason):
+    typed = silver_tf.typed(bronze_frame(spark, Entity.POST, [post(**overrides)]), Entity.POST, NOW)
+    assert silver_tf.valid_rows(typed).count() == 0
+    q = silver_tf.quarantine_rows(typed, Entity.POST, NOW).first()
+    assert reason in q.reasons and q.reason == q.reasons[0]
+    assert q._source_row == 1 and q._source_uri == "file:///f.csv"
+    assert list(q.asDict()) == QUARANTINE[Entity.POST].names
+    # The raw strings are kept exactly as received.
+    for column in ("id", "created_utc", "score"):
+        assert getattr(q, column) == post(**overrides)[column]
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"sentiment": ""}, "missing_sentiment"),  # as in the original design
+        ({"sentiment": "positive"}, "invalid_sentiment"),
+        ({"sentiment": "1.5"}, "sentiment_out_of_range"),
+        ({"permalink": "https://old.reddit.com/r/meirl/"}, "missing_post_id"),
+    ],
+)
+def test_comment_quarantine_reasons(spark, overrides, reason):
+    typed = silver_tf.typed(bronze_frame(spark, Entity.COMMENT, [comment(**overrides)]), Entity.COMMENT, NOW)
+    q = silver_tf.quarantine_rows(typed, Entity.COMMENT, NOW).collect()
+    assert len(q) == 1 and reason in q[0].reasons
+
+
+def test_comment_post_id_sentiment_and_deleted_body(spark):
+    bronze = bronze_frame(spark, Entity.COMMENT, [comment(body="[removed]", sentiment="-0.4767")])
+    row = silver_tf.to_silver(silver_tf.typed(bronze, Entity.COMMENT, NOW), Entity.COMMENT, NOW).first()
+    assert row.post_id == "tswh3j"
+    assert row.sentiment == pytest.approx(-0.4767)
+    assert row.body is None and row.body_status == "removed"
+    assert row.subreddit_name == "meirl"
+
+
+def test_latest_ingestion_wins_and_duplicates_collapse(spark):
+    early = bronze_frame(spark, Entity.POST, [post(score="1"), post(id="zz", score="5")], ingested_at=T0)
+    late = bronze_frame(
+        spark, Entity.POST, [post(score="7")], ingested_at=datetime(2022, 4, 1, tzinfo=timezone.utc)
+    )
+    # Within one file, the later row wins too.
+    same_file = bronze_frame(spark, Entity.POST, [post(id="yy", score="2"), post(id="yy", score="3")])
+    typed = silver_tf.typed(early.unionByName(late).unionByName(same_file), Entity.POST, NOW)
+    rows = {r.id: r for r in silver_tf.to_silver(typed, Entity.POST, NOW).collect()}
+    assert set(rows) == {"abc1", "zz", "yy"}
+    assert rows["abc1"].score == 7 and rows["yy"].score == 3
+
+
+def test_row_hash_changes_only_with_business_columns(spark):
+    a = bronze_frame(spark, Entity.POST, [post()], source="file:///a.csv")
+    b = bronze_frame(spark, Entity.POST, [post()], source="file:///b.csv")
+    c = bronze_frame(spark, Entity.POST, [post(score="94")])
+
+    def hash_of(df):
+        return silver_tf.to_silver(silver_tf.typed(df, Entity.POST, NOW), Entity.POST, NOW).first()._row_hash
+
+    assert hash_of(a) == hash_of(b)
+    assert hash_of(a) != hash_of(c)
+
+
+# --- Gold -----------------------------------------------------------------------------------------------------
+
+
+def test_tokenize(spark):
+    df = spark.createDataFrame([("Me IRL, when it's 3am 😂 -- don't!",), (None,)], "t string")
+    got = [r.tok for r in df.select(gold_tf.tokenize(F.col("t")).alias("tok")).collect()]
+    assert got == [["me", "irl", "when", "it's", "3am", "don't"], []]
+
+
+def _silver(spark, entity, rows):
+    typed = silver_tf.typed(bronze_frame(spark, entity, rows), entity, NOW)
+    return silver_tf.to_silver(typed, entity, NOW)
+
+
+def test_gold_aggregates(spark):
+    posts = _silver(spark, Entity.POST, [
+        post(id="p1", score="10"),
+        post(id="p2", score="-2", subreddit_nsfw="true"),
+        post(id="p3", score="4", created_utc="1648684800"),  # 2022-03-31 00:00 UTC... same day
+        post(id="p4", score="1", subreddit_id="other", subreddit_name="other"),
+    ])
+    comments = _silver(spark, Entity.COMMENT, [
+        comment(id="c1", sentiment="0.5", score="3", permalink="https://x/comments/p1/t/c1/"),
+        comment(id="c2", sentiment="-0.3", score="1", permalink="https://x/comments/p1/t/c2/"),
+        comment(id="c3", sentiment="0.0", score="2", permalink="https://x/comments/p2/t/c3/"),
+    ])
+    daily = {(r.subreddit_id, r.activity_date): r
+             for r in gold_tf.subreddit_daily(posts, comments, NOW).collect()}
+    meirl = daily[("2s5ti", date(2022, 3, 31))]
+    assert (meirl.posts, meirl.comments) == (3, 3)
+    assert float(meirl.mean_sentiment) == pytest.approx(0.0667, abs=1e-4)
+    assert float(meirl.min_sentiment) == -0.3 and float(meirl.max_sentiment) == 0.5
+    assert float(meirl.mean_score) == pytest.approx((10 - 2 + 4 + 3 + 1 + 2) / 6, abs=0.005)
+    assert float(meirl.nsfw_share) == pytest.approx(1 / 6, abs=1e-4)
+    other = daily[("other", date(2022, 3, 31))]
+    assert other.comments == 0 and other.mean_sentiment is None
+
+    engagement = {r.post_id: r for r in gold_tf.post_engagement(posts, comments, NOW).collect()}
+    assert engagement["p1"].comments == 2
+    assert float(engagement["p1"].mean_comment_sentiment) == pytest.approx(0.1)
+    assert float(engagement["p1"].positive_share) == 0.5 and float(engagement["p1"].negative_share) == 0.5
+    assert engagement["p2"].comments == 1 and float(engagement["p2"].positive_share) == 0.0
+    assert engagement["p3"].comments == 0 and engagement["p3"].mean_comment_sentiment is None
+    assert engagement["p1"].post_score == 10
+
+
+def test_gold_frames_match_contract_types(spark):
+    posts = _silver(spark, Entity.POST, [post()])
+    comments = _silver(spark, Entity.COMMENT, [comment(permalink="https://x/comments/abc1/t/c1/")])
+    frames = {
+        "posts": gold_tf.posts(posts, NOW),
+        "comments": gold_tf.comments(comments, NOW),
+        "subreddit_daily": gold_tf.subreddit_daily(posts, comments, NOW),
+        "post_engagement": gold_tf.post_engagement(posts, comments, NOW),
+    }
+    for key, df in frames.items():
+        expected = [(c.name, c.type.lower().replace(" ", "")) for c in GOLD[key].columns]
+        got = [(f.name, f.dataType.simpleString().replace("int", "int")) for f in df.schema.fields]
+        assert [n for n, _ in got] == [n for n, _ in expected], key
+        for (name, want), (_, have) in zip(expected, got):
+            assert have == want, f"{key}.{name}: {have} != {want}"
+    assert frames["comments"].first().sentiment.as_tuple().exponent == -4  # exact DECIMAL(5,4)
