@@ -12,7 +12,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.contracts import GOLD
+from lakehouse.contracts import GOLD, SENTIMENT
 
 # VADER's conventional thresholds for a positive / negative compound score.
 POSITIVE = 0.05
@@ -26,6 +26,18 @@ def tokenize(text: SparkColumn) -> SparkColumn:
     words = F.split(F.lower(F.coalesce(text, F.lit(""))), _NOT_WORD)
     words = F.transform(words, lambda w: F.regexp_replace(w, r"^'+|'+$", ""))
     return F.filter(words, lambda w: w != "")
+
+
+def _exact_sentiment(col: str = "sentiment") -> SparkColumn:
+    """Silver's double sentiment as the exact 4-decimal value the source wrote."""
+    return F.round(F.col(col), 4).cast(SENTIMENT)
+
+
+def _exact_ratio(total: SparkColumn, count: SparkColumn, places: int) -> SparkColumn:
+    """total / count rounded half-up to `places`, in decimal arithmetic (a mean of doubles can land just
+    below a half and round the wrong way); null when count is 0."""
+    ratio = total.cast("decimal(24,4)") / count.cast("decimal(20,0)")
+    return F.when(count > 0, F.round(ratio, places))
 
 
 def _loaded(loaded_at: datetime) -> SparkColumn:
@@ -71,7 +83,7 @@ def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
         "body",
         "body_status",
         tokenize(F.col("body")).alias("body_tokens"),
-        F.round("sentiment", 4).alias("sentiment"),
+        _exact_sentiment().alias("sentiment"),
         "score",
         _loaded(loaded_at),
     )
@@ -86,29 +98,32 @@ def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_
     ).unionByName(
         silver_comments.select(
             "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
-            F.lit(0).alias("is_post"), "sentiment",
+            F.lit(0).alias("is_post"), _exact_sentiment().alias("sentiment"),
         )
     )
+    nsfw = F.coalesce("subreddit_nsfw", F.lit(False)).cast("int")
     out = items.groupBy("subreddit_id", F.col("created_date").alias("activity_date")).agg(
         F.max("subreddit_name").alias("subreddit_name"),
         F.sum("is_post").alias("posts"),
         F.sum(1 - F.col("is_post")).alias("comments"),
-        F.round(F.avg("sentiment"), 4).alias("mean_sentiment"),
+        _exact_ratio(F.sum("sentiment"), F.count("sentiment"), 4).alias("mean_sentiment"),
         F.min("sentiment").alias("min_sentiment"),
         F.max("sentiment").alias("max_sentiment"),
-        F.round(F.avg("score"), 2).alias("mean_score"),
-        F.round(F.avg(F.coalesce("subreddit_nsfw", F.lit(False)).cast("int")), 4).alias("nsfw_share"),
+        _exact_ratio(F.sum("score"), F.count("*"), 2).alias("mean_score"),
+        _exact_ratio(F.sum(nsfw), F.count("*"), 4).alias("nsfw_share"),
     )
     return _conform(out.select("*", _loaded(loaded_at)), "subreddit_daily")
 
 
 def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
     """Per post known to Silver: its comments, their mean sentiment and positive/negative shares."""
+    sentiment = _exact_sentiment()
+    n = F.count("*")
     per_post = silver_comments.groupBy("post_id").agg(
-        F.count("*").alias("comments"),
-        F.round(F.avg("sentiment"), 4).alias("mean_comment_sentiment"),
-        F.round(F.avg((F.col("sentiment") >= POSITIVE).cast("int")), 4).alias("positive_share"),
-        F.round(F.avg((F.col("sentiment") <= NEGATIVE).cast("int")), 4).alias("negative_share"),
+        n.alias("comments"),
+        _exact_ratio(F.sum(sentiment), n, 4).alias("mean_comment_sentiment"),
+        _exact_ratio(F.sum((sentiment >= POSITIVE).cast("int")), n, 4).alias("positive_share"),
+        _exact_ratio(F.sum((sentiment <= NEGATIVE).cast("int")), n, 4).alias("negative_share"),
     )
     out = silver_posts.select(
         F.col("id").alias("post_id"), "subreddit_id", "subreddit_name", "created_date",
