@@ -17,8 +17,8 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
-run_queue:
-  max_concurrent_runs: 2
+  runs:
+    max_concurrent_runs: 2
 """
 
 
@@ -89,6 +89,13 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_contracts(args) -> int:
+    from lakehouse.contracts import contracts_markdown
+
+    print(contracts_markdown(), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     query.set_defaults(func=cmd_query)
 
     sub.add_parser("tables", help="list tables, row counts and snapshots").set_defaults(func=cmd_tables)
+    sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)
 
     args = parser.parse_args(argv)
     return args.func(args)
