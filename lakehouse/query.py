@@ -7,6 +7,7 @@ through pyiceberg into Arrow instead, which applies deletes and column mapping.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlparse
 
 import duckdb
@@ -57,13 +58,14 @@ class QueryEngine:
             self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {_quote(f'_arrow_{namespace}_{name}')}")
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        wanted = {n.split(".")[-1].strip('"') for n in duckdb.get_table_names(query, qualified=False)}
+        # Only tables the query names are planned (a word match: cheap, and a false hit only costs a scan plan).
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
         for ns in self.namespaces:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(ns)}")
             if not self.catalog.namespace_exists(ns):
                 continue
             for ident in self.catalog.list_tables(ns):
                 name = ident[-1]
-                if name in wanted:
+                if name.lower() in words and ns in words:
                     self._register(ns, name, self.catalog.load_table(ident))
         return self.con.sql(query)
