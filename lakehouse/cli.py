@@ -16,6 +16,8 @@ telemetry:
   enabled: false
 concurrency:
   pools:
+    # One lakehouse run at a time: runs that write the same Iceberg tables wait in the queue.
+    granularity: run
     default_limit: 1
   runs:
     max_concurrent_runs: 2
@@ -80,8 +82,8 @@ def cmd_tables(args) -> int:
     from lakehouse.query import local_catalog
 
     catalog = local_catalog(load_settings())
-    for ns in catalog.list_namespaces():
-        for ident in catalog.list_tables(ns):
+    for ns in sorted(catalog.list_namespaces()):
+        for ident in sorted(catalog.list_tables(ns)):
             table = catalog.load_table(ident)
             snap = table.current_snapshot()
             rows = snap.summary["total-records"] if snap and snap.summary else "0"

@@ -1,14 +1,14 @@
 """The landing zone: where raw files arrive, laid out like the S3 input bucket (`input/post/`, `input/comment/`).
 
-`LandingZone` is the storage interface; `LocalLandingZone` is the embedded default (a folder). The S3
-implementation lives beside it and is chosen by configuration, never by the callers.
+`LandingZone` is the storage interface with two implementations: `LocalLandingZone` (a folder, the embedded
+default) and `S3LandingZone` (a bucket and prefix). Callers never branch on which one they have.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -31,15 +31,24 @@ def entity_for_key(key: str) -> Entity | None:
     return None
 
 
+def _hidden(key: str) -> bool:
+    # Uploaders and editors write dot-files first and rename them when complete: not landed yet.
+    return any(part.startswith(".") for part in key.split("/"))
+
+
 @dataclass(frozen=True, order=True)
 class LandedFile:
-    """One version of one landed object. (uri, etag) identifies the version."""
+    """One version of one landed object; (uri, etag) identifies the version.
+
+    `etag` is the content hash: S3 reports it when listing; for a local file it is the MD5 (the same value S3
+    gives a single-part upload), computed only when needed (`LandingZone.with_etag`).
+    """
 
     key: str  # relative to the landing root, e.g. input/post/2022-03-01.csv
-    uri: str  # what Spark reads: file:///... or s3://bucket/...
-    etag: str
+    uri: str  # file:///... or s3://bucket/...
     size: int
     modified_at: datetime
+    etag: str | None = None
 
     @property
     def entity(self) -> Entity | None:
@@ -52,13 +61,18 @@ class LandedFile:
 
 
 class LandingZone(Protocol):
-    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]: ...
+    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
+        """Every landed file under the entity prefixes (cheap: no content is read)."""
+
+    def describe(self, key: str) -> LandedFile:
+        """One file, with its etag."""
+
+    def with_etag(self, file: LandedFile) -> LandedFile: ...
 
     def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes: ...
 
 
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    """MD5 of the content: the same value S3 reports as the ETag of a single-part upload."""
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as fh:
         while block := fh.read(chunk):
@@ -79,28 +93,36 @@ class LocalLandingZone:
         for entity in Entity:
             self.path_for(entity_prefix(entity)).mkdir(parents=True, exist_ok=True)
 
-    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
-        entities = [entity] if entity else list(Entity)
-        for ent in entities:
-            base = self.path_for(entity_prefix(ent))
-            if not base.exists():
-                continue
-            for dirpath, _, names in os.walk(base):
-                for name in sorted(names):
-                    if name.startswith("."):  # editors' and uploaders' temp files are not landed yet
-                        continue
-                    path = Path(dirpath) / name
-                    yield self.describe(path)
-
-    def describe(self, path: Path) -> LandedFile:
-        stat = path.stat()
+    def _file(self, path: Path, stat: os.stat_result) -> LandedFile:
         return LandedFile(
             key=path.relative_to(self.root).as_posix(),
             uri=path.as_uri(),
-            etag=md5_file(path),
             size=stat.st_size,
-            modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            modified_at=datetime.fromtimestamp(stat.st_mtime_ns // 1000 / 1e6, tz=timezone.utc),
         )
+
+    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
+        for ent in [entity] if entity else list(Entity):
+            stack = [self.path_for(entity_prefix(ent))]
+            while stack:
+                try:
+                    entries = sorted(os.scandir(stack.pop()), key=lambda e: e.name)
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir():
+                        stack.append(Path(entry.path))
+                    elif entry.is_file():
+                        yield self._file(Path(entry.path), entry.stat())
+
+    def describe(self, key: str) -> LandedFile:
+        path = self.path_for(key)
+        return self.with_etag(self._file(path, path.stat()))
+
+    def with_etag(self, file: LandedFile) -> LandedFile:
+        return file if file.etag else replace(file, etag=md5_file(self.path_for(file.key)))
 
     def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes:
         with self.path_for(file.key).open("rb") as fh:
@@ -115,4 +137,52 @@ class LocalLandingZone:
             while block := src.read(1 << 20):
                 dst.write(block)
         os.replace(tmp, target)
-        return self.describe(target)
+        return self.describe(target.relative_to(self.root).as_posix())
+
+
+class S3LandingZone:
+    """An S3 bucket (and optional prefix) as the landing zone; `client` is a boto3 S3 client."""
+
+    def __init__(self, client, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def _file(self, key: str, size: int, modified: datetime, etag: str) -> LandedFile:
+        return LandedFile(
+            key=key[len(self.prefix):],
+            uri=f"s3://{self.bucket}/{key}",
+            size=size,
+            modified_at=modified.astimezone(timezone.utc),
+            etag=etag.strip('"'),
+        )
+
+    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for ent in [entity] if entity else list(Entity):
+            # A full listing per tick: S3 lists in key order, so a cursor on the last key would miss keys
+            # that arrive out of order or sort before it.
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + entity_prefix(ent)):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/") or _hidden(key[len(self.prefix):]):
+                        continue
+                    yield self._file(key, obj["Size"], obj["LastModified"], obj["ETag"])
+
+    def describe(self, key: str) -> LandedFile:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"s3://{self.bucket}/{self.prefix}{key}") from exc
+            raise
+        return self._file(self.prefix + key, head["ContentLength"], head["LastModified"], head["ETag"])
+
+    def with_etag(self, file: LandedFile) -> LandedFile:
+        return file
+
+    def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes:
+        if file.size == 0:
+            return b""  # S3 answers a ranged GET of an empty object with 416
+        obj = self.client.get_object(Bucket=self.bucket, Key=self.prefix + file.key, Range=f"bytes=0-{max_bytes - 1}")
+        return obj["Body"].read()

@@ -17,6 +17,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 
 from lakehouse import tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity
+from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry
 from lakehouse.landing import LandedFile, LandingZone
 from lakehouse.transforms import bronze as bronze_tf
 from lakehouse.transforms import gold as gold_tf
@@ -24,7 +25,6 @@ from lakehouse.transforms import silver as silver_tf
 
 log = logging.getLogger(__name__)
 
-LOADED, REJECTED, ROLLED_BACK = "loaded", "rejected", "rolled_back"
 
 
 def utcnow() -> datetime:
@@ -66,13 +66,14 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
-def _log_rows(spark: SparkSession, entity: Entity) -> list:
-    return (
+def _log_rows(spark: SparkSession, entity: Entity) -> list[LogEntry]:
+    rows = (
         spark.table(INGESTION_LOG.identifier)
         .where(F.col("entity") == entity.value)
-        .select("source_uri", "source_etag", "batch_id", "status")
+        .select("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status")
         .collect()
     )
+    return [LogEntry(**r.asDict()) for r in rows]
 
 
 def _write_log(spark: SparkSession, rows: list[tuple]) -> None:
@@ -132,11 +133,22 @@ def roll_back_orphans(spark: SparkSession, entity: Entity) -> list[str]:
 def pending_files(
     spark: SparkSession, landing: LandingZone, entity: Entity, keys: list[str] | None = None
 ) -> tuple[list[LandedFile], int]:
-    """Landed file versions not yet in the ingestion log, and how many were skipped as already ingested."""
-    done = {(r.source_uri, r.source_etag) for r in _log_rows(spark, entity) if r.status in (LOADED, REJECTED)}
-    landed = [f for f in landing.list_files(entity) if keys is None or f.key in set(keys)]
-    pending = [f for f in landed if (f.uri, f.etag) not in done]
-    return pending, len(landed) - len(pending)
+    """Landed file versions the ingestion log has not settled, and how many were skipped as settled.
+
+    With `keys` (a sensor's batch) only those files are looked at; without, the whole entity prefix.
+    """
+    index = IngestionIndex(_log_rows(spark, entity))
+    if keys is None:
+        listed = list(landing.list_files(entity))
+    else:
+        listed = []
+        for key in keys:
+            try:
+                listed.append(landing.describe(key))
+            except (FileNotFoundError, KeyError) as exc:  # deleted since it was requested
+                log.warning("requested file %s is gone: %s", key, exc)
+    pending = index.pending(landing, listed)
+    return pending, len(listed) - len(pending)
 
 
 def _spark_file_paths(spark: SparkSession, files: list[LandedFile]) -> DataFrame:

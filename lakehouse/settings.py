@@ -38,6 +38,10 @@ class LakehouseSettings:
     s3_prefix: str = ""
     aws_region: str | None = None
     glue_warehouse: str | None = None
+    s3_endpoint: str | None = None  # a moto server in tests; None means AWS itself
+    # The landing-zone sensor: how often it looks, how many files one run ingests.
+    sensor_interval_seconds: int = 5
+    sensor_batch_size: int = 200
 
     @property
     def home_abs(self) -> Path:
@@ -81,4 +85,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
         glue_warehouse=env.get("LAKEHOUSE_GLUE_WAREHOUSE"),
+        s3_endpoint=env.get("LAKEHOUSE_S3_ENDPOINT"),
+        sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
+        sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
     )

@@ -5,7 +5,7 @@ import dagster as dg
 from lakehouse import pipeline
 from lakehouse.contracts import BRONZE, Entity
 from lakehouse_assets.metadata import markdown_table, table_metadata
-from resources import LakehouseResource, SparkResource
+from resources import LandingZoneResource, SparkResource
 
 # Runs touching the same tables queue behind each other (Iceberg commits and watermarks assume one writer).
 POOL = "lakehouse"
@@ -29,10 +29,10 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
         metadata={"dagster/table_name": f"lakehouse.{contract.identifier}"},
     )
     def _bronze(
-        context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, lakehouse: LakehouseResource
+        context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, landing: LandingZoneResource
     ) -> dg.MaterializeResult:
         session = spark.spark_session
-        result = pipeline.ingest_bronze(session, lakehouse.landing_zone(), entity, keys=config.keys or None)
+        result = pipeline.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None)
         for outcome in result.rejected:
             context.log.error(f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}")
         files = [vars(f) for f in result.files]

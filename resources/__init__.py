@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from lakehouse.settings import LakehouseSettings
+from dagster_aws.s3 import S3Resource
+
+from lakehouse.settings import Environment, LakehouseSettings
 from resources.lakehouse import LakehouseResource
+from resources.landing import LandingZoneResource, LocalLandingZoneResource, S3LandingZoneResource
 from resources.spark import SparkResource
+
+
+def landing_resource(settings: LakehouseSettings) -> LandingZoneResource:
+    if settings.environment is Environment.AWS:
+        return S3LandingZoneResource(
+            bucket=settings.s3_bucket or "",
+            prefix=settings.s3_prefix,
+            s3=S3Resource(region_name=settings.aws_region, endpoint_url=settings.s3_endpoint),
+        )
+    return LocalLandingZoneResource(root=str(settings.landing_root))
 
 
 def resources_for(settings: LakehouseSettings) -> dict:
     """The resources of `settings.environment`: both environments share the keys, so assets never branch."""
     return {
         "lakehouse": LakehouseResource.from_settings(settings),
+        "landing": landing_resource(settings),
         "spark": SparkResource.from_settings(settings),
     }
 
 
-__all__ = ["LakehouseResource", "SparkResource", "resources_for"]
+__all__ = [
+    "LakehouseResource", "LandingZoneResource", "LocalLandingZoneResource", "S3LandingZoneResource",
+    "SparkResource", "landing_resource", "resources_for",
+]

@@ -1,15 +1,14 @@
-"""The lakehouse resource: where the landing zone, the catalog and the query engine are, per environment."""
+"""The lakehouse resource: the settings of one lakehouse and its Iceberg catalog (for Python readers)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.landing import LandingZone, LocalLandingZone
 from lakehouse.settings import Environment, LakehouseSettings, load_settings
 
 
 class LakehouseResource(dg.ConfigurableResource):
-    """Settings of one lakehouse: its environment and data root. Everything else is derived from them."""
+    """Environment and data root; the catalog and the query engine are derived from them."""
 
     environment: str = Environment.LOCAL.value
     home: str = ".lakehouse"
@@ -22,10 +21,10 @@ class LakehouseResource(dg.ConfigurableResource):
     def settings(self) -> LakehouseSettings:
         return load_settings({"LAKEHOUSE_ENV": self.environment, "LAKEHOUSE_HOME": self.home})
 
-    def landing_zone(self) -> LandingZone:
-        settings = self.settings
-        if settings.environment is Environment.LOCAL:
-            zone = LocalLandingZone(settings.landing_root)
-            zone.ensure_layout()
-            return zone
-        raise NotImplementedError("the S3 landing zone arrives with the AWS issue (#5)")
+    def catalog(self):
+        """pyiceberg's view of the catalog Spark writes to."""
+        from lakehouse.query import local_catalog
+
+        if self.settings.environment is not Environment.LOCAL:
+            raise NotImplementedError("the Glue catalog is configured by the AWS issue (#5)")
+        return local_catalog(self.settings)

@@ -1,5 +1,8 @@
-"""Sensors: the landing-zone sensor (the S3 trigger of the original design) arrives with issue #3."""
+"""Sensors: the landing-zone sensor, which starts runs by itself when files land."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from lakehouse.settings import load_settings
+from sensors.landing import build_landing_sensor
+
+defs = dg.Definitions(sensors=[build_landing_sensor(load_settings())])
