@@ -75,12 +75,12 @@ class IngestionIndex:
 def read_log(catalog, entity: Entity | None = None) -> list[LogEntry]:
     """The ingestion log through pyiceberg (no Spark), for the sensor."""
     from pyiceberg.exceptions import NoSuchTableError
-    from pyiceberg.expressions import EqualTo
+    from pyiceberg.expressions import AlwaysTrue, EqualTo
 
     try:
         table = catalog.load_table(INGESTION_LOG.identifier)
     except NoSuchTableError:
         return []
     fields = ("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status")
-    scan = table.scan(selected_fields=fields, row_filter=EqualTo("entity", entity.value) if entity else None)
+    scan = table.scan(selected_fields=fields, row_filter=EqualTo("entity", entity.value) if entity else AlwaysTrue())
     return [LogEntry(**row) for row in scan.to_arrow().to_pylist()]

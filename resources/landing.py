@@ -31,7 +31,7 @@ class S3LandingZoneResource(LandingZoneResource):
 
     bucket: str
     prefix: str = ""
-    s3: dg.ResourceDependency[S3Resource]
+    s3: S3Resource
 
     def zone(self) -> LandingZone:
         return S3LandingZone(self.s3.get_client(), self.bucket, self.prefix)

@@ -52,7 +52,9 @@ class InFlight:
     attempt: int = 1
 
     def same_version(self, f: LandedFile) -> bool:
-        return (f.etag or self.etag) == self.etag and f.size == self.size and f.modified_at.isoformat() == self.modified
+        if f.etag is not None:  # S3 lists the content hash: a re-upload of the same bytes is the same version
+            return f.etag == self.etag
+        return f.size == self.size and f.modified_at.isoformat() == self.modified  # local: no hashing per tick
 
 
 def _load_cursor(raw: str | None) -> dict[str, InFlight]:

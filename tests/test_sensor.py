@@ -1,0 +1,187 @@
+"""The landing-zone sensor on both storage implementations: a local folder, and S3 through a moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import dagster as dg
+import pytest
+
+from lakehouse import pipeline
+from lakehouse.contracts import SOURCE_HEADERS, Entity
+from lakehouse.settings import load_settings
+from resources import LakehouseResource, LocalLandingZoneResource, S3LandingZoneResource
+from sensors.landing import build_landing_sensor
+
+POSTS = ",".join(SOURCE_HEADERS[Entity.POST]) + "\r\n"
+COMMENTS = ",".join(SOURCE_HEADERS[Entity.COMMENT]) + "\r\n"
+
+
+def post_csv(*ids: str, score: int = 1) -> str:
+    return POSTS + "".join(
+        f"post,{i},2s5ti,meirl,false,1648771149,https://old.reddit.com/r/meirl/comments/{i}/x/,i.redd.it,"
+        f"https://i.redd.it/{i}.jpg,,title {i},{score}\r\n"
+        for i in ids
+    )
+
+
+def sensor_for(batch_size: int = 200):
+    settings = load_settings({**os.environ, "LAKEHOUSE_SENSOR_BATCH_SIZE": str(batch_size)})
+    return build_landing_sensor(settings)
+
+
+def tick(sensor, landing, cursor=None):
+    lakehouse = LakehouseResource.from_settings(load_settings())
+    with dg.build_sensor_context(cursor=cursor, resources={"landing": landing, "lakehouse": lakehouse}) as ctx:
+        result = sensor(ctx)
+    return result.run_requests or [], result.cursor
+
+
+def keys_of(request) -> list[str]:
+    return next(iter(request.run_config["ops"].values()))["config"]["keys"]
+
+
+@pytest.fixture
+def local(lakehouse, settings):
+    return lakehouse, LocalLandingZoneResource(root=str(settings.landing_root))
+
+
+def write(zone, key: str, text: str, mtime: float | None = None):
+    path = zone.path_for(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_local_routes_by_prefix_batches_and_remembers_in_flight(local):
+    zone, landing = local
+    write(zone, "input/post/a.csv", post_csv("p1"))
+    write(zone, "input/post/sub/b.csv", post_csv("p2"))
+    write(zone, "input/comment/c.csv", COMMENTS)
+    write(zone, "input/post/.d.csv.part", post_csv("p3"))  # an upload in progress
+    write(zone, "elsewhere/e.csv", post_csv("p4"))  # outside the input prefixes
+
+    requests, cursor = tick(sensor_for(), landing)
+    by_entity = {r.tags["lakehouse/entity"]: r for r in requests}
+    assert set(by_entity) == {"post", "comment"}
+    assert keys_of(by_entity["post"]) == ["input/post/a.csv", "input/post/sub/b.csv"]
+    assert keys_of(by_entity["comment"]) == ["input/comment/c.csv"]
+    assert dg.AssetKey(["gold", "subreddit_daily"]) in by_entity["post"].asset_selection
+    assert dg.AssetKey(["bronze", "comments"]) not in by_entity["post"].asset_selection
+    assert len(json.loads(cursor)["in_flight"]) == 3
+
+    # Next tick: nothing new, nothing asked twice.
+    assert tick(sensor_for(), landing, cursor)[0] == []
+    # Cursor lost: the same files are asked for with the same run keys, which Dagster will not start twice.
+    again, _ = tick(sensor_for(), landing, None)
+    assert sorted(r.run_key for r in again) == sorted(r.run_key for r in requests)
+
+
+def test_local_batches_bound_the_number_of_runs(local):
+    zone, landing = local
+    for i in range(7):
+        write(zone, f"input/post/f{i}.csv", post_csv(f"p{i}"))
+    requests, _ = tick(sensor_for(batch_size=3), landing)
+    assert [len(keys_of(r)) for r in requests] == [3, 3, 1]
+    assert len({r.run_key for r in requests}) == 3
+
+
+def test_local_exactly_once_against_the_ingestion_log(local, spark):
+    zone, landing = local
+    write(zone, "input/post/b.csv", post_csv("p1", "p2"))
+    requests, cursor = tick(sensor_for(), landing)
+    assert len(requests) == 1
+
+    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(requests[0]))
+    requests, cursor = tick(sensor_for(), landing, cursor)
+    assert requests == [] and json.loads(cursor)["in_flight"] == {}
+
+    # Touched, same bytes: not a new version. A key sorting before the last one, landed later: not missed.
+    path = zone.path_for("input/post/b.csv")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    write(zone, "input/post/a.csv", post_csv("p3"))
+    requests, cursor = tick(sensor_for(), landing, cursor)
+    assert [keys_of(r) for r in requests] == [["input/post/a.csv"]]
+
+    # New content under the same key: a new version, asked for under a new run key.
+    old_key = requests[0].run_key
+    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
+    write(zone, "input/post/a.csv", post_csv("p3", score=99))
+    requests, cursor = tick(sensor_for(), landing, cursor)
+    assert [keys_of(r) for r in requests] == [["input/post/a.csv"]] and requests[0].run_key != old_key
+
+    # Bronze itself refuses a version the log has settled, whatever the sensor asks.
+    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
+    result = pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv", "input/post/b.csv"])
+    assert result.files == [] and result.already_ingested == 2
+
+
+# --- S3 through a moto server on loopback -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture
+def s3(moto_endpoint, lakehouse):
+    import uuid
+
+    from dagster_aws.s3 import S3Resource
+
+    resource = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1")
+    client = resource.get_client()
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    landing = S3LandingZoneResource(bucket=bucket, prefix="raw", s3=resource)
+    return client, bucket, landing
+
+
+def test_s3_lists_routes_and_tracks_etags(s3):
+    client, bucket, landing = s3
+    client.put_object(Bucket=bucket, Key="raw/input/post/a.csv", Body=post_csv("p1").encode())
+    client.put_object(Bucket=bucket, Key="raw/input/comment/c.csv", Body=COMMENTS.encode())
+    client.put_object(Bucket=bucket, Key="raw/input/other/x.csv", Body=b"x")
+    client.put_object(Bucket=bucket, Key="input/post/outside-prefix.csv", Body=b"x")
+    requests, cursor = tick(sensor_for(), landing)
+    assert sorted(keys_of(r)[0] for r in requests) == ["input/comment/c.csv", "input/post/a.csv"]
+    assert tick(sensor_for(), landing, cursor)[0] == []
+
+    # Re-uploaded with the same bytes: same ETag, still the same in-flight version. New bytes: a new version.
+    client.put_object(Bucket=bucket, Key="raw/input/post/a.csv", Body=post_csv("p1").encode())
+    assert tick(sensor_for(), landing, cursor)[0] == []
+    client.put_object(Bucket=bucket, Key="raw/input/post/a.csv", Body=post_csv("p1", score=5).encode())
+    requests, _ = tick(sensor_for(), landing, cursor)
+    assert [keys_of(r) for r in requests] == [["input/post/a.csv"]]
+
+
+def test_s3_more_than_one_page_of_keys(s3):
+    client, bucket, landing = s3
+    for i in range(1005):
+        client.put_object(Bucket=bucket, Key=f"raw/input/post/{i:05d}.csv", Body=post_csv(f"p{i}").encode())
+    requests, cursor = tick(sensor_for(batch_size=200), landing)
+    keys = [k for r in requests for k in keys_of(r)]
+    assert len(requests) == 6 and len(keys) == len(set(keys)) == 1005
+    assert tick(sensor_for(batch_size=200), landing, cursor)[0] == []
