@@ -11,16 +11,16 @@ from lakehouse.contracts import Entity
 from lakehouse.settings import load_settings
 
 DAGSTER_YAML = """\
-# Written by `lakehouse init`. Runs queue behind each other per pool (see lakehouse_assets/bronze.py: POOL).
+# Written by `lakehouse init`.
 telemetry:
   enabled: false
 concurrency:
-  pools:
-    # One lakehouse run at a time: runs that write the same Iceberg tables wait in the queue.
-    granularity: run
-    default_limit: 1
   runs:
-    max_concurrent_runs: 2
+    # One lakehouse run at a time: runs write the same Iceberg tables and the same SQLite catalog, and each
+    # step's watermark assumes it is the only writer. Queued runs start as soon as the previous one ends.
+    max_concurrent_runs: 1
+  pools:
+    default_limit: 1
 """
 
 

@@ -25,8 +25,11 @@ from lakehouse.settings import LakehouseSettings
 from resources import LakehouseResource, LandingZoneResource
 
 SENSOR_NAME = "landing_zone_sensor"
-# A requested file still unsettled after this long (its run failed or was lost) is asked for again.
+# A requested file still unsettled after this long (its run was lost) is asked for again; a failed run's files
+# are asked for again at once, up to MAX_ATTEMPTS, then left alone (and reported) until the file changes.
 RETRY_AFTER_SECONDS = 15 * 60
+MAX_ATTEMPTS = 3
+FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 def downstream_of(entity: Entity) -> list[dg.AssetKey]:
@@ -50,6 +53,7 @@ class InFlight:
     modified: str
     requested_at: float
     attempt: int = 1
+    run_key: str = ""
 
     def same_version(self, f: LandedFile) -> bool:
         if f.etag is not None:  # S3 lists the content hash: a re-upload of the same bytes is the same version
@@ -67,19 +71,30 @@ def _load_cursor(raw: str | None) -> dict[str, InFlight]:
 
 
 def plan(
-    zone: LandingZone, index: IngestionIndex, in_flight: dict[str, InFlight], batch_size: int, now: float
-) -> tuple[list[dg.RunRequest], dict[str, InFlight]]:
-    """Run requests for the unsettled files, and the in-flight set to remember."""
+    zone: LandingZone,
+    index: IngestionIndex,
+    in_flight: dict[str, InFlight],
+    batch_size: int,
+    now: float,
+    failed_run_keys: set[str] = frozenset(),
+) -> tuple[list[dg.RunRequest], dict[str, InFlight], list[str]]:
+    """Run requests for the unsettled files, the in-flight set to remember, and files given up on."""
     requests: list[dg.RunRequest] = []
     remembered: dict[str, InFlight] = {}
+    given_up: list[str] = []
     for entity in Entity:
         pending: list[tuple[LandedFile, int]] = []
         for f in zone.list_files(entity):
             flight = in_flight.get(f.uri)
-            if flight and flight.same_version(f) and now - flight.requested_at < RETRY_AFTER_SECONDS:
-                if not index.has_version(f.uri, flight.etag):
+            if flight and flight.same_version(f):
+                if index.has_version(f.uri, flight.etag):
+                    continue
+                expired = flight.run_key in failed_run_keys or now - flight.requested_at >= RETRY_AFTER_SECONDS
+                if not expired or flight.attempt >= MAX_ATTEMPTS:
                     remembered[f.uri] = flight
-                continue
+                    if expired:
+                        given_up.append(f.key)
+                    continue
             if index.settled(f, zone.with_etag):
                 continue
             f = zone.with_etag(f)
@@ -89,18 +104,28 @@ def plan(
             batch = pending[start : start + batch_size]
             digest = hashlib.sha1("\n".join(f"{f.uri}@{f.etag}" for f, _ in batch).encode()).hexdigest()
             attempt = max(a for _, a in batch)
+            # Same files, same key: a re-evaluated tick never starts a second run for them.
+            run_key = f"{entity.value}-{digest}" + (f"-attempt{attempt}" if attempt > 1 else "")
             requests.append(
                 dg.RunRequest(
-                    # Same files, same key: a re-evaluated tick never starts a second run for them.
-                    run_key=f"{entity.value}-{digest}" + (f"-attempt{attempt}" if attempt > 1 else ""),
+                    run_key=run_key,
                     asset_selection=downstream_of(entity),
                     run_config={"ops": {f"bronze__{entity.plural}": {"config": {"keys": [f.key for f, _ in batch]}}}},
                     tags={"lakehouse/entity": entity.value, "lakehouse/files": str(len(batch))},
                 )
             )
             for f, a in batch:
-                remembered[f.uri] = InFlight(f.etag, f.size, f.modified_at.isoformat(), now, a)
-    return requests, remembered
+                remembered[f.uri] = InFlight(f.etag, f.size, f.modified_at.isoformat(), now, a, run_key)
+    return requests, remembered, given_up
+
+
+def failed_runs(instance: dg.DagsterInstance, run_keys: set[str]) -> set[str]:
+    """The run keys whose latest run failed or was canceled."""
+    if not run_keys:
+        return set()
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}, statuses=list(FAILED)),
+                             limit=500)
+    return {r.tags.get("dagster/run_key") for r in runs} & run_keys
 
 
 def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
@@ -117,9 +142,13 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
         started = time.perf_counter()
         zone = landing.zone()
         index = IngestionIndex(read_log(lakehouse.catalog()))
-        requests, in_flight = plan(
-            zone, index, _load_cursor(context.cursor), settings.sensor_batch_size, time.time()
+        previous = _load_cursor(context.cursor)
+        failed = failed_runs(context.instance, {f.run_key for f in previous.values() if f.run_key})
+        requests, in_flight, given_up = plan(
+            zone, index, previous, settings.sensor_batch_size, time.time(), failed
         )
+        if given_up:
+            context.log.error(f"not retrying after {MAX_ATTEMPTS} failed runs (land a new version to retry): {given_up}")
         context.log.info(
             f"{len(requests)} run requests for {sum(int(r.tags['lakehouse/files']) for r in requests)} files; "
             f"{len(in_flight)} in flight; tick {time.perf_counter() - started:.2f}s"

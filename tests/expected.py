@@ -106,3 +106,16 @@ def expected_gold(post_files: list[Path], comment_files: list[Path]) -> dict:
         "subreddit_daily": subreddit_daily(posts, comments),
         "post_engagement": post_engagement(posts, comments),
     }
+
+
+def bump_scores(source: Path, target: Path, delta: int, limit: int | None = None) -> Path:
+    """A later export of `source`: the same rows (the first `limit`), each score raised by `delta`."""
+    with source.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows = [r[:-1] + [str(int(r[-1]) + delta)] for r in reader][:limit]
+    with target.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return target

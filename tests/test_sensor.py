@@ -35,7 +35,9 @@ def sensor_for(batch_size: int = 200):
 
 def tick(sensor, landing, cursor=None):
     lakehouse = LakehouseResource.from_settings(load_settings())
-    with dg.build_sensor_context(cursor=cursor, resources={"landing": landing, "lakehouse": lakehouse}) as ctx:
+    with dg.instance_for_test() as instance, dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"landing": landing, "lakehouse": lakehouse}
+    ) as ctx:
         result = sensor(ctx)
     return result.run_requests or [], result.cursor
 
