@@ -141,11 +141,13 @@ def generate(
     subreddits: int = 12,
     repeat_share: float = 0.02,
     prefix: str = "socialgrep",
+    id_offset: int = 0,
 ) -> GeneratedFiles:
     """Write `posts` and `comments` distinct ids in `files` files per entity under the landing root.
 
     The last file of each entity also repeats `repeat_share` of the ids of earlier files with a new score,
-    as a later export does. The same arguments always produce byte-identical files.
+    as a later export does. The same arguments always produce byte-identical files. Ids are numbered from
+    `id_offset`, so generations with different offsets never share ids.
     """
     rng = np.random.default_rng(seed)
     subs = _subreddits(rng, subreddits)
@@ -162,7 +164,7 @@ def generate(
     p_title = rng.integers(0, len(titles), posts)
     p_domain = rng.integers(0, len(_DOMAINS), posts)
     p_score = np.round(rng.pareto(1.2, posts) * 10).astype(np.int64) - rng.integers(0, 3, posts)
-    p_ids = [base36(36**5 + i * 37) for i in range(posts)]
+    p_ids = [base36(36**5 + (id_offset + i) * 37) for i in range(posts)]
 
     def post_row(i: int, score: int) -> list:
         sub = subs[p_sub[i]]
@@ -191,7 +193,7 @@ def generate(
     c_sentiment = np.round(np.clip(rng.normal(0.05, 0.45, comments), -1, 1), 4)
     c_text = rng.integers(0, len(bodies), comments)
     c_score = np.round(rng.pareto(1.5, comments) * 3).astype(np.int64) - rng.integers(0, 4, comments)
-    c_ids = [base36(36**6 + i * 41) for i in range(comments)]
+    c_ids = [base36(36**6 + (id_offset + i) * 41) for i in range(comments)]
 
     def comment_row(i: int, score: int) -> list:
         p = int(c_post[i]) if posts else 0

@@ -96,14 +96,14 @@ def _write_log(spark: SparkSession, rows: list[tuple]) -> None:
         spark.createDataFrame(rows, schema).writeTo(INGESTION_LOG.identifier).append()
 
 
-def roll_back_orphans(spark: SparkSession, entity: Entity) -> list[str]:
+def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntry] | None = None) -> list[str]:
     """Delete Bronze rows of batches that were appended but never recorded in the ingestion log.
 
     A run that dies between the Bronze append and the log write leaves such a batch; its files are still
     "not ingested" by the log, so they will be ingested again and must not be counted twice.
     """
     table = BRONZE[entity].identifier
-    settled = {r.batch_id for r in _log_rows(spark, entity)}
+    settled = {r.batch_id for r in (_log_rows(spark, entity) if entries is None else entries)}
     orphans = []
     for snap in tables.snapshots(spark, table):
         batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
@@ -131,13 +131,17 @@ def roll_back_orphans(spark: SparkSession, entity: Entity) -> list[str]:
 
 
 def pending_files(
-    spark: SparkSession, landing: LandingZone, entity: Entity, keys: list[str] | None = None
+    spark: SparkSession,
+    landing: LandingZone,
+    entity: Entity,
+    keys: list[str] | None = None,
+    entries: list[LogEntry] | None = None,
 ) -> tuple[list[LandedFile], int]:
     """Landed file versions the ingestion log has not settled, and how many were skipped as settled.
 
     With `keys` (a sensor's batch) only those files are looked at; without, the whole entity prefix.
     """
-    index = IngestionIndex(_log_rows(spark, entity))
+    index = IngestionIndex(_log_rows(spark, entity) if entries is None else entries)
     if keys is None:
         listed = list(landing.list_files(entity))
     else:
@@ -174,8 +178,11 @@ def ingest_bronze(
     """Append every landed, not yet ingested file version of `entity` to Bronze as one batch."""
     tables.ensure_tables(spark)
     result = BronzeResult(entity=entity, batch_id=uuid.uuid4().hex)
-    result.rolled_back_batches = roll_back_orphans(spark, entity)
-    pending, result.already_ingested = pending_files(spark, landing, entity, keys)
+    entries = _log_rows(spark, entity)
+    result.rolled_back_batches = roll_back_orphans(spark, entity, entries)
+    if result.rolled_back_batches:
+        entries = _log_rows(spark, entity)
+    pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries)
     now = now or utcnow()
     accepted = []
     for f in pending:
@@ -280,9 +287,10 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
     now = now or utcnow()
     typed = silver_tf.typed(bronze, entity, now).persist()
     try:
-        result.bronze_rows = typed.count()
-        reasons = typed.where(F.size("reasons") > 0).groupBy(F.col("reasons")[0].alias("r")).count().collect()
-        result.reasons = {r.r: r["count"] for r in reasons}
+        # One pass for the totals and the reason codes.
+        stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()
+        result.bronze_rows = sum(r["count"] for r in stats)
+        result.reasons = {r.r: r["count"] for r in stats if r.r is not None}
         result.quarantined = sum(result.reasons.values())
         if result.quarantined:
             tables.insert_new(
@@ -291,22 +299,22 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
             )
         latest = silver_tf.to_silver(typed, entity, utcnow())
         current = spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash"))
-        changes = (
-            latest.join(current, "id", "left")
-            .where(F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_row_hash")))
-            .persist()
+        state = (
+            F.when(F.col("_current_hash").isNull(), "inserted")
+            .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
+            .otherwise("unchanged")
         )
+        compared = latest.join(current, "id", "left").withColumn("_state", state).persist()
         try:
-            ops = changes.groupBy(F.col("_current_hash").isNull().alias("new")).count().collect()
-            result.inserted = next((r["count"] for r in ops if r.new), 0)
-            result.updated = next((r["count"] for r in ops if not r.new), 0)
-            distinct_ids = latest.count()
-            result.duplicates_collapsed = result.bronze_rows - result.quarantined - distinct_ids
-            result.unchanged = distinct_ids - result.inserted - result.updated
+            ops = {r._state: r["count"] for r in compared.groupBy("_state").count().collect()}
+            result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
+            result.unchanged = ops.get("unchanged", 0)
+            result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
             if result.inserted or result.updated:
-                tables.upsert(spark, silver_table, changes.drop("_current_hash"), ["id"])
+                changes = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
+                tables.upsert(spark, silver_table, changes, ["id"])
         finally:
-            changes.unpersist()
+            compared.unpersist()
     finally:
         typed.unpersist()
     tables.set_watermarks(spark, silver_table, {bronze_table: str(end)})

@@ -26,12 +26,25 @@ WATERMARK_PREFIX = "lakehouse.watermark."
 BATCH_ID_PROPERTY = "lakehouse.batch-id"
 
 
+_ensured: set[tuple[int, str]] = set()
+
+
+def forget_ensured() -> None:
+    """Forget which tables exist (after tables were dropped behind this process's back, as tests do)."""
+    _ensured.clear()
+
+
 def ensure_tables(spark: SparkSession, contracts: tuple[TableContract, ...] = ALL_TABLES) -> None:
-    """Create namespaces and tables that do not exist yet (idempotent, cheap when they do)."""
+    """Create namespaces and tables that do not exist yet; once per Spark session (every step calls it)."""
+    session = id(spark._jsparkSession)
+    todo = [c for c in contracts if (session, c.identifier) not in _ensured]
+    if not todo:
+        return
     for ns in NAMESPACES:
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
-    for contract in contracts:
+    for contract in todo:
         spark.sql(contract.create_ddl(TABLE_PROPERTIES))
+        _ensured.add((session, contract.identifier))
 
 
 @dataclass(frozen=True)
@@ -42,27 +55,37 @@ class Snapshot:
     summary: dict[str, str]
 
 
-def _lineage(spark: SparkSession, table: str, order: str) -> list[Snapshot]:
-    rows = spark.sql(
-        f"SELECT h.snapshot_id, h.parent_id, s.operation, s.summary FROM {table}.history h "
-        f"JOIN {table}.snapshots s ON h.snapshot_id = s.snapshot_id "
-        f"WHERE h.is_current_ancestor ORDER BY h.made_current_at {order}"
-    ).collect()
-    return [Snapshot(r.snapshot_id, r.parent_id, r.operation, dict(r.summary or {})) for r in rows]
+def iceberg_table(spark: SparkSession, table: str):
+    """The table's Java Iceberg object from Spark's own catalog, refreshed: metadata without a Spark job."""
+    jtable = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, table)
+    jtable.refresh()
+    return jtable
+
+
+def _snapshot(jsnap) -> Snapshot:
+    parent = jsnap.parentId()
+    return Snapshot(jsnap.snapshotId(), None if parent is None else int(parent), jsnap.operation(),
+                    dict(jsnap.summary()))
 
 
 def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
     """The table's current lineage, oldest first (metadata only, no data read)."""
-    return _lineage(spark, table, "ASC")
+    jtable = iceberg_table(spark, table)
+    lineage, jsnap = [], jtable.currentSnapshot()
+    while jsnap is not None:
+        lineage.append(_snapshot(jsnap))
+        parent = jsnap.parentId()
+        jsnap = jtable.snapshot(parent) if parent is not None else None
+    return lineage[::-1]
 
 
 def current_snapshot(spark: SparkSession, table: str) -> Snapshot | None:
-    lineage = _lineage(spark, table, "DESC LIMIT 1")
-    return lineage[0] if lineage else None
+    jsnap = iceberg_table(spark, table).currentSnapshot()
+    return _snapshot(jsnap) if jsnap is not None else None
 
 
 def table_properties(spark: SparkSession, table: str) -> dict[str, str]:
-    return {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+    return dict(iceberg_table(spark, table).properties())
 
 
 def watermark(spark: SparkSession, table: str, source: str) -> str | None:

@@ -50,6 +50,7 @@ def spark(settings):
 @pytest.fixture
 def lakehouse(spark, settings):
     """An empty lakehouse: no tables, an empty landing zone. Yields the landing zone."""
+    from lakehouse import tables
     from lakehouse.landing import LocalLandingZone
     from lakehouse.settings import NAMESPACES
 
@@ -57,6 +58,7 @@ def lakehouse(spark, settings):
         if spark.sql(f"SHOW NAMESPACES LIKE '{ns}'").count():
             for row in spark.sql(f"SHOW TABLES IN {ns}").collect():
                 spark.sql(f"DROP TABLE {ns}.{row.tableName} PURGE")
+    tables.forget_ensured()
     shutil.rmtree(settings.landing_root, ignore_errors=True)
     zone = LocalLandingZone(settings.landing_root)
     zone.ensure_layout()
