@@ -310,9 +310,14 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
             result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
             result.unchanged = ops.get("unchanged", 0)
             result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
-            if result.inserted or result.updated:
-                changes = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
-                tables.upsert(spark, silver_table, changes, ["id"])
+            # New ids are a plain append (no join against Silver); only changed ids need a MERGE. A crash
+            # between the two commits is safe: re-run, the appended rows compare unchanged.
+            if result.inserted:
+                inserts = compared.where(F.col("_state") == "inserted").drop("_current_hash", "_state")
+                inserts.writeTo(silver_table).append()
+            if result.updated:
+                updates = compared.where(F.col("_state") == "updated").drop("_current_hash", "_state")
+                tables.upsert(spark, silver_table, updates, ["id"])
         finally:
             compared.unpersist()
     finally:
