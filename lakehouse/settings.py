@@ -42,6 +42,7 @@ class LakehouseSettings:
     # The landing-zone sensor: how often it looks, how many files one run ingests.
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
+    sensor_max_runs_per_tick: int = 25
 
     @property
     def home_abs(self) -> Path:
@@ -88,4 +89,5 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         s3_endpoint=env.get("LAKEHOUSE_S3_ENDPOINT"),
         sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
         sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
+        sensor_max_runs_per_tick=int(env.get("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "25")),
     )

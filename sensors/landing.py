@@ -77,8 +77,13 @@ def plan(
     batch_size: int,
     now: float,
     failed_run_keys: set[str] = frozenset(),
+    max_runs: int = 25,
 ) -> tuple[list[dg.RunRequest], dict[str, InFlight], list[str]]:
-    """Run requests for the unsettled files, the in-flight set to remember, and files given up on."""
+    """Run requests for the unsettled files, the in-flight set to remember, and files given up on.
+
+    At most `max_runs` requests per tick: a flood of files is worked off over several ticks, which keeps the
+    run queue and the cursor bounded.
+    """
     requests: list[dg.RunRequest] = []
     remembered: dict[str, InFlight] = {}
     given_up: list[str] = []
@@ -101,6 +106,8 @@ def plan(
             attempt = flight.attempt + 1 if flight and flight.etag == f.etag else 1
             pending.append((f, attempt))
         for start in range(0, len(pending), batch_size):
+            if len(requests) >= max_runs:
+                break
             batch = pending[start : start + batch_size]
             digest = hashlib.sha1("\n".join(f"{f.uri}@{f.etag}" for f, _ in batch).encode()).hexdigest()
             attempt = max(a for _, a in batch)
@@ -145,7 +152,7 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
         previous = _load_cursor(context.cursor)
         failed = failed_runs(context.instance, {f.run_key for f in previous.values() if f.run_key})
         requests, in_flight, given_up = plan(
-            zone, index, previous, settings.sensor_batch_size, time.time(), failed
+            zone, index, previous, settings.sensor_batch_size, time.time(), failed, settings.sensor_max_runs_per_tick
         )
         if given_up:
             context.log.error(f"not retrying after {MAX_ATTEMPTS} failed runs (land a new version to retry): {given_up}")

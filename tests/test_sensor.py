@@ -28,8 +28,9 @@ def post_csv(*ids: str, score: int = 1) -> str:
     )
 
 
-def sensor_for(batch_size: int = 200):
-    settings = load_settings({**os.environ, "LAKEHOUSE_SENSOR_BATCH_SIZE": str(batch_size)})
+def sensor_for(batch_size: int = 200, max_runs: int = 25):
+    settings = load_settings({**os.environ, "LAKEHOUSE_SENSOR_BATCH_SIZE": str(batch_size),
+                              "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK": str(max_runs)})
     return build_landing_sensor(settings)
 
 
@@ -91,6 +92,10 @@ def test_local_batches_bound_the_number_of_runs(local):
     requests, _ = tick(sensor_for(batch_size=3), landing)
     assert [len(keys_of(r)) for r in requests] == [3, 3, 1]
     assert len({r.run_key for r in requests}) == 3
+    # A flood is worked off over several ticks: at most `max_runs` requests per tick.
+    first, cursor = tick(sensor_for(batch_size=3, max_runs=2), landing)
+    second, _ = tick(sensor_for(batch_size=3, max_runs=2), landing, cursor)
+    assert [len(keys_of(r)) for r in first] == [3, 3] and [len(keys_of(r)) for r in second] == [1]
 
 
 def test_local_exactly_once_against_the_ingestion_log(local, spark):
