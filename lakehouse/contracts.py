@@ -203,17 +203,23 @@ QUARANTINE = {e: _quarantine(e) for e in Entity}
 
 SENTIMENT = "DECIMAL(5,4)"  # SocialGrep sentiment has 4 decimals in [-1, 1]: exact, no float drift
 SHARE = "DECIMAL(5,4)"
+# Columns every Gold item (post or comment) carries, after its ids.
+_GOLD_ITEM = (
+    Column("subreddit_id", "STRING", False, "subreddit id"),
+    Column("subreddit_name", "STRING", False, "subreddit name, lowercase"),
+    Column("is_nsfw", "BOOLEAN", False, "subreddit marked NSFW (unknown counts as false)"),
+    Column("created_at", "TIMESTAMP", False, "creation time, UTC"),
+    Column("created_date", "DATE", False, "creation date, UTC; partition column"),
+    Column("permalink", "STRING", False, "Reddit permalink"),
+)
 
 GOLD_POSTS = TableContract(
     identifier="gold.posts",
     columns=(
         Column("post_id", "STRING", False, "Reddit post id (primary key)"),
-        Column("subreddit_id", "STRING", False, "subreddit id"),
-        Column("subreddit_name", "STRING", False, "subreddit name, lowercase"),
-        Column("is_nsfw", "BOOLEAN", False, "subreddit marked NSFW (unknown counts as false)"),
-        Column("created_at", "TIMESTAMP", False, "creation time, UTC"),
-        Column("created_date", "DATE", False, "creation date, UTC; partition column"),
-        Column("permalink", "STRING", False, "Reddit permalink"),
+    )
+    + _GOLD_ITEM
+    + (
         Column("domain", "STRING", True, "link domain"),
         Column("url", "STRING", True, "link URL"),
         Column("title", "STRING", True, "title; null when deleted or removed"),
@@ -232,12 +238,9 @@ GOLD_COMMENTS = TableContract(
     columns=(
         Column("comment_id", "STRING", False, "Reddit comment id (primary key)"),
         Column("post_id", "STRING", False, "id of the commented post"),
-        Column("subreddit_id", "STRING", False, "subreddit id"),
-        Column("subreddit_name", "STRING", False, "subreddit name, lowercase"),
-        Column("is_nsfw", "BOOLEAN", False, "subreddit marked NSFW (unknown counts as false)"),
-        Column("created_at", "TIMESTAMP", False, "creation time, UTC"),
-        Column("created_date", "DATE", False, "creation date, UTC; partition column"),
-        Column("permalink", "STRING", False, "Reddit permalink"),
+    )
+    + _GOLD_ITEM
+    + (
         Column("body", "STRING", True, "comment text; null when empty, deleted or removed"),
         Column("body_status", "STRING", False, TEXT_STATUS_DOC),
         Column("body_tokens", "ARRAY<STRING>", False, "lowercase word tokens of the body"),

@@ -1,6 +1,7 @@
 """Silver: Bronze rows typed, cleaned and MERGEd one row per id; rows breaking the contract quarantined."""
 
 import dagster as dg
+from pyspark.sql import functions as F
 
 from lakehouse import pipeline
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
@@ -76,4 +77,40 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
 silver_posts = silver_asset(Entity.POST)
 silver_comments = silver_asset(Entity.COMMENT)
 
-defs = dg.Definitions(assets=[silver_posts, silver_comments])
+def primary_key_check(entity: Entity) -> dg.AssetChecksDefinition:
+    table = SILVER[entity].identifier
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["silver", entity.plural]),
+        name="primary_key_unique",
+        description=f"Every {entity.value} id is present and appears once; Gold waits for this (blocking).",
+        blocking=True,
+    )
+    def _check(spark: SparkResource) -> dg.AssetCheckResult:
+        session = spark.spark_session
+        row = session.table(table).agg(
+            F.count("*").alias("rows"), F.countDistinct("id").alias("ids"), F.count("id").alias("non_null")
+        ).first()
+        duplicated = (
+            session.table(table).groupBy("id").count().where("count > 1").orderBy(F.desc("count")).limit(5).collect()
+        ) if row.rows != row.ids else []
+        return dg.AssetCheckResult(
+            passed=row.rows == row.ids == row.non_null,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "rows": row.rows,
+                "distinct_ids": row.ids,
+                "null_ids": row.rows - row.non_null,
+                "duplicated_ids": dg.MetadataValue.md(
+                    markdown_table([d.asDict() for d in duplicated], ["id", "count"]) if duplicated else "none"
+                ),
+            },
+        )
+
+    return _check
+
+
+defs = dg.Definitions(
+    assets=[silver_posts, silver_comments],
+    asset_checks=[primary_key_check(e) for e in Entity],
+)

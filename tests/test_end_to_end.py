@@ -143,3 +143,26 @@ def test_real_sample_end_to_end(spark, settings, lakehouse, meirl):
     assert q.sql("SELECT count(*) FROM silver.posts WHERE selftext_status = 'deleted'").fetchall()[0][0] == 502
     assert q.sql("SELECT count(*) FROM silver.comments WHERE body LIKE '%\n%'").fetchall()[0][0] > 0
     assert_gold_matches(settings, exp.expected_gold([meirl / "posts.csv"], [meirl / "comments.csv"]))
+
+
+def test_a_failing_blocking_check_stops_gold(spark, settings, lakehouse, tmp_path):
+    files = generate(tmp_path / "gen", posts=50, comments=100, files=1, seed=3, days=2, subreddits=2)
+    lakehouse.land(files.posts[0], Entity.POST)
+    lakehouse.land(files.comments[0], Entity.COMMENT)
+    materialize_all()
+    gold_before = snapshot_ids(spark)["gold.posts"]
+    # Break Silver's primary key behind the pipeline's back: the next run must not carry it into Gold.
+    spark.sql("INSERT INTO silver.posts SELECT * FROM silver.posts LIMIT 1")
+    spark.sql("UPDATE silver.posts SET _updated_at = current_timestamp() WHERE id = (SELECT min(id) FROM silver.posts)")
+
+    from lakehouse_assets.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    checks = {e.asset_check_key.asset_key.to_user_string(): e.passed
+              for e in result.get_asset_check_evaluations()}
+    assert checks == {"silver/posts": False, "silver/comments": True}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "gold/posts" not in materialized and "gold/subreddit_daily" not in materialized
+    assert snapshot_ids(spark)["gold.posts"] == gold_before

@@ -49,15 +49,22 @@ def _conform(df: DataFrame, table: str) -> DataFrame:
     return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in GOLD[table].columns])
 
 
+def _item_columns() -> list[SparkColumn]:
+    """The columns every Gold post or comment carries after its ids (contracts._GOLD_ITEM)."""
+    return [
+        F.col("subreddit_id"),
+        F.col("subreddit_name"),
+        F.coalesce("subreddit_nsfw", F.lit(False)).alias("is_nsfw"),
+        F.col("created_utc").alias("created_at"),
+        F.col("created_date"),
+        F.col("permalink"),
+    ]
+
+
 def posts(silver_posts: DataFrame, loaded_at: datetime) -> DataFrame:
     out = silver_posts.select(
         F.col("id").alias("post_id"),
-        "subreddit_id",
-        "subreddit_name",
-        F.coalesce("subreddit_nsfw", F.lit(False)).alias("is_nsfw"),
-        F.col("created_utc").alias("created_at"),
-        "created_date",
-        "permalink",
+        *_item_columns(),
         "domain",
         "url",
         "title",
@@ -74,12 +81,7 @@ def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
     out = silver_comments.select(
         F.col("id").alias("comment_id"),
         "post_id",
-        "subreddit_id",
-        "subreddit_name",
-        F.coalesce("subreddit_nsfw", F.lit(False)).alias("is_nsfw"),
-        F.col("created_utc").alias("created_at"),
-        "created_date",
-        "permalink",
+        *_item_columns(),
         "body",
         "body_status",
         tokenize(F.col("body")).alias("body_tokens"),
