@@ -70,7 +70,6 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
     if sqlite_jar.exists():
         jars.append(str(sqlite_jar))
         if DEBIAN_JNI_DIR.exists():
-            conf["spark.driver.extraJavaOptions"] = f"-Djava.library.path={DEBIAN_JNI_DIR}"
             conf["spark.executor.extraJavaOptions"] = f"-Djava.library.path={DEBIAN_JNI_DIR}"
     else:
         packages.append(SQLITE_JDBC_PACKAGE)
@@ -79,6 +78,17 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
     if packages:
         conf["spark.jars.packages"] = ",".join(packages)
     return conf
+
+
+def _driver_java_options(settings: LakehouseSettings) -> str:
+    options = []
+    if DEBIAN_JNI_DIR.exists():
+        options.append(f"-Djava.library.path={DEBIAN_JNI_DIR}")
+    if settings.spark_quick_jit:
+        # Runs are short-lived JVMs on two cores: the optimising JIT (C2) spends more CPU compiling than it
+        # saves on small batches. C1 only starts faster; see CONVENTIONS.md for the measured trade-off.
+        options.append("-XX:TieredStopAtLevel=1")
+    return " ".join(options)
 
 
 def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
@@ -108,6 +118,8 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
     else:
         conf.update(_glue_catalog_conf(settings))
     conf.update(_jar_conf(settings))
+    if settings.environment is Environment.LOCAL and _driver_java_options(settings):
+        conf["spark.driver.extraJavaOptions"] = _driver_java_options(settings)
     conf.update(settings.extra_spark_conf)
     return conf
 

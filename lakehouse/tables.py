@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.contracts import ALL_TABLES, TableContract
 from lakehouse.settings import NAMESPACES
@@ -110,16 +111,28 @@ def temp_view(df: DataFrame, stem: str) -> str:
 
 
 def upsert(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
-    """MERGE `source` into `table` by `keys`: update matches, insert the rest (source holds one row per key)."""
-    view = temp_view(source, "upsert")
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    """MERGE `source` into `table` by `keys` (source holds one row per key).
+
+    Keys the table does not hold yet are appended: only keys already present go through MERGE, whose
+    copy-on-write rewrite is the expensive part. A crash between the two commits is safe: re-run, the
+    appended keys are present and take the MERGE path, which rewrites them with the same values.
+    """
+    present = spark.table(table).select(*keys).withColumn("_present", F.lit(True))
+    tagged = source.join(present, keys, "left").persist()
     try:
-        spark.sql(
-            f"MERGE INTO {table} t USING {view} s ON {on} "
-            f"WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-        )
+        counts = {r._present: r["count"] for r in tagged.groupBy("_present").count().collect()}
+        if counts.get(None):
+            tagged.where(F.col("_present").isNull()).select(*source.columns).writeTo(table).append()
+        if counts.get(True):
+            matched = tagged.where(F.col("_present")).select(*source.columns)
+            view = temp_view(matched, "upsert")
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            try:
+                spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} WHEN MATCHED THEN UPDATE SET *")
+            finally:
+                spark.catalog.dropTempView(view)
     finally:
-        spark.catalog.dropTempView(view)
+        tagged.unpersist()
 
 
 def insert_new(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
