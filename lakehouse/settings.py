@@ -32,7 +32,7 @@ class LakehouseSettings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 4
-    spark_quick_jit: bool = False  # C1-only JIT for the local driver (LAKEHOUSE_SPARK_QUICK_JIT=1)
+    spark_quick_jit: str = "auto"  # C1-only JIT for the driver: auto (small sensor batches) | on | off
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     # AWS mode (filled in by the AWS issue; kept here so the switch stays in one place).
     s3_bucket: str | None = None
@@ -82,7 +82,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         spark_master=env.get("LAKEHOUSE_SPARK_MASTER", "local[*]"),
         spark_driver_memory=env.get("LAKEHOUSE_SPARK_DRIVER_MEMORY", "4g"),
         spark_shuffle_partitions=int(env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "4")),
-        spark_quick_jit=env.get("LAKEHOUSE_SPARK_QUICK_JIT", "0").lower() in ("1", "true", "yes"),
+        spark_quick_jit=env.get("LAKEHOUSE_SPARK_QUICK_JIT", "auto").lower(),
         extra_spark_conf=extra,
         s3_bucket=env.get("LAKEHOUSE_S3_BUCKET"),
         s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),

@@ -80,14 +80,16 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
     return conf
 
 
+# Short runs on two cores: the optimising JIT (C2) spends more CPU compiling than it saves on a small batch,
+# so C1 alone finishes sooner; on a large batch C2's code wins (measured: CONVENTIONS.md). The Spark resource
+# adds this per run ("auto": when the sensor's batch is small); LAKEHOUSE_SPARK_QUICK_JIT=on|off forces it.
+QUICK_JIT_OPTION = "-XX:TieredStopAtLevel=1"
+
+
 def _driver_java_options(settings: LakehouseSettings) -> str:
     options = []
     if DEBIAN_JNI_DIR.exists():
         options.append(f"-Djava.library.path={DEBIAN_JNI_DIR}")
-    if settings.spark_quick_jit:
-        # Runs are short-lived JVMs on two cores: the optimising JIT (C2) spends more CPU compiling than it
-        # saves on small batches. C1 only starts faster; see CONVENTIONS.md for the measured trade-off.
-        options.append("-XX:TieredStopAtLevel=1")
     return " ".join(options)
 
 

@@ -118,7 +118,11 @@ def plan(
                     run_key=run_key,
                     asset_selection=downstream_of(entity),
                     run_config={"ops": {f"bronze__{entity.plural}": {"config": {"keys": [f.key for f, _ in batch]}}}},
-                    tags={"lakehouse/entity": entity.value, "lakehouse/files": str(len(batch))},
+                    tags={
+                        "lakehouse/entity": entity.value,
+                        "lakehouse/files": str(len(batch)),
+                        "lakehouse/bytes": str(sum(f.size for f, _ in batch)),
+                    },
                 )
             )
             for f, a in batch:

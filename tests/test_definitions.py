@@ -64,3 +64,19 @@ def test_table_contract_docs_are_current():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
     assert doc.read_text(encoding="utf-8") == contracts_markdown(), "run: lakehouse contracts > docs/tables.md"
+
+
+def test_small_sensor_batches_get_a_quick_starting_jvm():
+    from lakehouse.settings import load_settings
+    from resources.spark import BATCH_BYTES_TAG, QUICK_JIT_MAX_BYTES, SparkResource
+
+    auto = SparkResource.from_settings(load_settings())
+    assert auto.quick_jit == "auto"
+    for tags, quick in (({BATCH_BYTES_TAG: "4096"}, True),
+                        ({BATCH_BYTES_TAG: str(QUICK_JIT_MAX_BYTES + 1)}, False),
+                        ({}, False)):  # a manual materialisation of everything: full JIT
+        auto._run_tags = tags
+        assert auto._wants_quick_jit() is quick
+    forced = SparkResource.from_settings(load_settings({"LAKEHOUSE_SPARK_QUICK_JIT": "off"}))
+    forced._run_tags = {BATCH_BYTES_TAG: "1"}
+    assert forced._wants_quick_jit() is False

@@ -76,6 +76,7 @@ def test_local_routes_by_prefix_batches_and_remembers_in_flight(local):
     assert keys_of(by_entity["comment"]) == ["input/comment/c.csv"]
     assert dg.AssetKey(["gold", "subreddit_daily"]) in by_entity["post"].asset_selection
     assert dg.AssetKey(["bronze", "comments"]) not in by_entity["post"].asset_selection
+    assert int(by_entity["post"].tags["lakehouse/bytes"]) == sum(zone.path_for(k).stat().st_size for k in keys_of(by_entity["post"]))
     assert len(json.loads(cursor)["in_flight"]) == 3
 
     # Next tick: nothing new, nothing asked twice.
