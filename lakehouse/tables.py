@@ -104,10 +104,15 @@ def set_watermarks(spark: SparkSession, table: str, marks: dict[str, str]) -> No
         spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({props})")
 
 
-def temp_view(df: DataFrame, stem: str) -> str:
-    name = f"_{stem}_{uuid.uuid4().hex[:8]}"
-    df.createOrReplaceTempView(name)
-    return name
+def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str) -> None:
+    """`MERGE INTO table USING source ON keys <clause>` through a temporary view."""
+    view = f"_merge_{uuid.uuid4().hex[:8]}"
+    source.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    try:
+        spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {clause}")
+    finally:
+        spark.catalog.dropTempView(view)
 
 
 def upsert(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
@@ -125,27 +130,11 @@ def upsert(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) 
             tagged.where(F.col("_present").isNull()).select(*source.columns).writeTo(table).append()
         if counts.get(True):
             matched = tagged.where(F.col("_present")).select(*source.columns)
-            view = temp_view(matched, "upsert")
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            try:
-                spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} WHEN MATCHED THEN UPDATE SET *")
-            finally:
-                spark.catalog.dropTempView(view)
+            merge(spark, table, matched, keys, "WHEN MATCHED THEN UPDATE SET *")
     finally:
         tagged.unpersist()
 
 
 def insert_new(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
     """Insert rows whose keys are not in `table` yet (an idempotent append)."""
-    view = temp_view(source, "insert")
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    try:
-        spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
-    finally:
-        spark.catalog.dropTempView(view)
-
-
-def row_count(spark: SparkSession, table: str) -> int:
-    """Row count from the current snapshot's summary (no data scan); exact for copy-on-write tables."""
-    snap = current_snapshot(spark, table)
-    return int(snap.summary.get("total-records", 0)) if snap else 0
+    merge(spark, table, source, keys, "WHEN NOT MATCHED THEN INSERT *")
