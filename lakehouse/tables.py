@@ -122,6 +122,10 @@ def upsert(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) 
     copy-on-write rewrite is the expensive part. A crash between the two commits is safe: re-run, the
     appended keys are present and take the MERGE path, which rewrites them with the same values.
     """
+    snap = current_snapshot(spark, table)
+    if snap is None or int(snap.summary.get("total-records", "0")) == 0:
+        source.writeTo(table).append()  # a first load: nothing to match, no join, no cache
+        return
     present = spark.table(table).select(*keys).withColumn("_present", F.lit(True))
     tagged = source.join(present, keys, "left").persist()
     try:
