@@ -38,6 +38,9 @@ class DagsterServices:
 
     def __enter__(self) -> "DagsterServices":
         subprocess.run([str(BIN / "lakehouse"), "init"], env=self.env, check=True, capture_output=True)
+        # Create the instance's SQLite storage once, before two processes race to create it (a race that
+        # leaves alembic with two heads).
+        subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=self.env, check=True, capture_output=True)
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
         workspace = ["-w", str(REPO / "workspace.yaml")]
