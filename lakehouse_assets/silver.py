@@ -20,21 +20,19 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
         name=f"silver_{entity.plural}",
         specs=[
             dg.AssetSpec(
-                silver_key,
+                key,
                 deps=[bronze_key],
                 group_name="silver",
                 kinds={"spark", "iceberg"},
-                description=f"Typed, cleaned {entity.value}s, one row per id (latest ingestion wins), ready for ML.",
-                metadata={"dagster/table_name": f"lakehouse.{silver.identifier}"},
-            ),
-            dg.AssetSpec(
-                quarantine_key,
-                deps=[bronze_key],
-                group_name="silver",
-                kinds={"spark", "iceberg"},
-                description=f"{entity.value.capitalize()} rows that break the Silver contract, as received, with reason codes.",
-                metadata={"dagster/table_name": f"lakehouse.{quarantine.identifier}"},
-            ),
+                description=description,
+                metadata={"dagster/table_name": f"lakehouse.{contract.identifier}"},
+            )
+            for key, contract, description in (
+                (silver_key, silver,
+                 f"Typed, cleaned {entity.value}s, one row per id (latest ingestion wins), ready for ML."),
+                (quarantine_key, quarantine,
+                 f"{entity.value.capitalize()} rows that break the Silver contract, as received, with reason codes."),
+            )
         ],
         pool=POOL,
     )
