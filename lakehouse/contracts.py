@@ -86,6 +86,10 @@ INGESTION_COLUMNS = (
     Column("_source_etag", "STRING", False, "content hash (S3 ETag or MD5) of that file version"),
     Column("_source_row", "BIGINT", False, "1-based record number in the file, header excluded"),
     Column("_raw_record", "STRING", True, "the raw CSV record when it did not parse into the header's columns"),
+    Column(
+        "_extra_columns", "MAP<STRING,STRING>", True,
+        "source columns the contract does not know (schema drift), by header name; null when none",
+    ),
     Column("_ingested_at", "TIMESTAMP", False, "when the batch was written to Bronze (UTC)"),
     Column("_batch_id", "STRING", False, "ingestion batch id; one batch may hold many files"),
 )
@@ -115,11 +119,15 @@ INGESTION_LOG = TableContract(
         Column("source_size", "BIGINT", False, "bytes"),
         Column("source_modified_at", "TIMESTAMP", True, "modification time reported by the store"),
         Column("batch_id", "STRING", False, "ingestion batch id (matches bronze._batch_id)"),
-        Column("status", "STRING", False, "loaded | rejected"),
+        Column("status", "STRING", False, "loaded | rejected | rolled_back"),
         Column("rows", "BIGINT", False, "records written to Bronze from this file"),
         Column("malformed_rows", "BIGINT", False, "records that did not parse into the header's columns"),
-        Column("message", "STRING", True, "why a file was rejected"),
+        Column("message", "STRING", True, "why a file was rejected, or what was unusual about it"),
         Column("ingested_at", "TIMESTAMP", False, "when the file was recorded (UTC)"),
+        Column("reason", "STRING", True, "reason code when rejected (empty_file, not_csv, missing_columns, ...)"),
+        Column("source_records", "BIGINT", True, "records counted in the file by an independent CSV parser"),
+        Column("invalid_utf8_records", "BIGINT", True, "records holding bytes that are not UTF-8"),
+        Column("extra_columns", "ARRAY<STRING>", True, "header columns the contract does not know (schema drift)"),
     ),
     comment="One row per landed file version: the lakehouse's own record of what was ingested",
 )

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
 from lakehouse.contracts import Entity
@@ -71,6 +71,9 @@ class LandingZone(Protocol):
 
     def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes: ...
 
+    def open(self, file: LandedFile) -> BinaryIO:
+        """The file's bytes as a stream (closed by the caller)."""
+
 
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5(usedforsecurity=False)
@@ -127,6 +130,9 @@ class LocalLandingZone:
     def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes:
         with self.path_for(file.key).open("rb") as fh:
             return fh.read(max_bytes)
+
+    def open(self, file: LandedFile) -> BinaryIO:
+        return self.path_for(file.key).open("rb")
 
     def land(self, source: Path, entity: Entity, name: str | None = None) -> LandedFile:
         """Copy a file into the landing zone atomically (write to a dot-file, then rename)."""
@@ -186,3 +192,7 @@ class S3LandingZone:
             return b""  # S3 answers a ranged GET of an empty object with 416
         obj = self.client.get_object(Bucket=self.bucket, Key=self.prefix + file.key, Range=f"bytes=0-{max_bytes - 1}")
         return obj["Body"].read()
+
+    def open(self, file: LandedFile) -> BinaryIO:
+        # IfMatch: the bytes read are the version the etag names, or the read fails.
+        return self.client.get_object(Bucket=self.bucket, Key=self.prefix + file.key, IfMatch=f'"{file.etag}"')["Body"]

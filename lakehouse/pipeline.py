@@ -13,10 +13,9 @@ from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from lakehouse import tables
-from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity
+from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry
 from lakehouse.landing import LandedFile, LandingZone
 from lakehouse.transforms import bronze as bronze_tf
@@ -42,6 +41,9 @@ class FileOutcome:
     malformed_rows: int = 0
     reason: str | None = None
     message: str | None = None
+    source_records: int | None = None
+    invalid_utf8_records: int | None = None
+    extra_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,24 +78,12 @@ def _log_rows(spark: SparkSession, entity: Entity) -> list[LogEntry]:
     return [LogEntry(**r.asDict()) for r in rows]
 
 
-def _write_log(spark: SparkSession, rows: list[tuple]) -> None:
-    schema = StructType(
-        [
-            StructField("entity", StringType(), False),
-            StructField("source_uri", StringType(), False),
-            StructField("source_etag", StringType(), False),
-            StructField("source_size", LongType(), False),
-            StructField("source_modified_at", TimestampType(), True),
-            StructField("batch_id", StringType(), False),
-            StructField("status", StringType(), False),
-            StructField("rows", LongType(), False),
-            StructField("malformed_rows", LongType(), False),
-            StructField("message", StringType(), True),
-            StructField("ingested_at", TimestampType(), False),
-        ]
-    )
+def _write_log(spark: SparkSession, rows: list[dict]) -> None:
+    """Append rows (dicts keyed by column name; absent columns are null) to the ingestion log."""
     if rows:
-        spark.createDataFrame(rows, schema).writeTo(INGESTION_LOG.identifier).append()
+        names = INGESTION_LOG.names
+        data = [tuple(r.get(n) for n in names) for r in rows]
+        spark.createDataFrame(data, tables.spark_schema(spark, INGESTION_LOG)).writeTo(INGESTION_LOG.identifier).append()
 
 
 def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntry] | None = None) -> list[str]:
@@ -116,15 +106,17 @@ def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntr
             .groupBy("_source_uri", "_source_etag").count().collect()
         )
         spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch}'")
+        base = {"entity": entity.value, "source_size": 0, "batch_id": batch, "status": ROLLED_BACK, "rows": 0,
+                "malformed_rows": 0, "ingested_at": now}
         _write_log(
             spark,
             [
-                (entity.value, f._source_uri, f._source_etag, 0, None, batch, ROLLED_BACK, 0, 0,
-                 f"{f['count']} rows of an unrecorded batch deleted; the file is ingested again", now)
+                base | {"source_uri": f._source_uri, "source_etag": f._source_etag,
+                        "message": f"{f['count']} rows of an unrecorded batch deleted; the file is ingested again"}
                 for f in files
             ]
             # Record the batch even when its rows were already gone, so it is not looked at again.
-            or [(entity.value, "", "", 0, None, batch, ROLLED_BACK, 0, 0, "empty unrecorded batch", now)],
+            or [base | {"source_uri": "", "source_etag": "", "message": "empty unrecorded batch"}],
         )
         log.warning("rolled back unrecorded Bronze batch %s of %s (%d files)", batch, table, len(files))
     return orphans
@@ -168,6 +160,22 @@ def _spark_file_paths(spark: SparkSession, files: list[LandedFile]) -> DataFrame
     return spark.createDataFrame(rows, "_file_path string, uri string, etag string")
 
 
+def _loaded_note(entity: Entity, rows: int, check: bronze_tf.HeaderCheck, scan: bronze_tf.FileScan) -> str:
+    """What a data engineer should know about a file that loaded."""
+    notes = []
+    if rows == 0:
+        notes.append("header only: no records")
+    if check.extra:
+        notes.append(f"schema drift: columns {list(check.extra)} are not in the contract; kept in _extra_columns")
+    if check.columns != SOURCE_HEADERS[entity] and not check.extra:
+        notes.append("columns in a different order; matched by name")
+    if scan.invalid_utf8_records:
+        notes.append(f"{scan.invalid_utf8_records} records hold bytes that are not UTF-8 (Silver quarantines them)")
+    if scan.truncated:
+        notes.append("the file ends inside its last record (interrupted upload?); that record is malformed")
+    return "; ".join(notes)
+
+
 def ingest_bronze(
     spark: SparkSession,
     landing: LandingZone,
@@ -184,18 +192,31 @@ def ingest_bronze(
         entries = _log_rows(spark, entity)
     pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries)
     now = now or utcnow()
-    accepted = []
+    accepted: list[tuple[LandedFile, bronze_tf.HeaderCheck, bronze_tf.FileScan]] = []
     for f in pending:
         check = bronze_tf.check_header(landing.read_head(f), entity)
-        if check.ok:
-            accepted.append(f)
-        else:
+        if not check.ok:
             result.files.append(FileOutcome(f.key, REJECTED, reason=check.reason, message=check.message))
+            continue
+        with landing.open(f) as stream:
+            scan = bronze_tf.scan_records(stream)
+        if scan.reason:
+            result.files.append(FileOutcome(f.key, REJECTED, reason=scan.reason, message=scan.message,
+                                            source_records=scan.records))
+        else:
+            accepted.append((f, check, scan))
     table = BRONZE[entity].identifier
-    counts: dict[str, tuple[int, int]] = {}
     if accepted:
-        raw = bronze_tf.read_csv(spark, [f.read_location for f in accepted], entity)
-        rows = bronze_tf.to_bronze(raw, _spark_file_paths(spark, accepted), result.batch_id, now, entity)
+        # One read per distinct header: columns are matched by name, unknown ones kept as schema drift.
+        by_header: dict[tuple[str, ...], list[LandedFile]] = {}
+        for f, check, _ in accepted:
+            by_header.setdefault(check.columns, []).append(f)
+        raw = None
+        for header, group in by_header.items():
+            part = bronze_tf.read_csv(spark, [f.read_location for f in group], entity, header)
+            raw = part if raw is None else raw.unionByName(part)
+        files = _spark_file_paths(spark, [f for f, _, _ in accepted])
+        rows = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity)
         rows.writeTo(table).option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id).append()
         # Count what was committed, not what was meant to be: the batch's files are pruned by their stats.
         written = (
@@ -204,15 +225,25 @@ def ingest_bronze(
             .collect()
         )
         counts = {r._source_uri: (r.n, r.bad) for r in written}
-        for f in accepted:
+        for f, check, scan in accepted:
             n, bad = counts.get(f.uri, (0, 0))
-            result.files.append(FileOutcome(f.key, LOADED, rows=n, malformed_rows=bad))
+            result.files.append(FileOutcome(
+                f.key, LOADED, rows=n, malformed_rows=bad, message=_loaded_note(entity, n, check, scan) or None,
+                source_records=scan.records, invalid_utf8_records=scan.invalid_utf8_records,
+                extra_columns=list(check.extra),
+            ))
     by_key = {f.key: f for f in pending}
     _write_log(
         spark,
         [
-            (entity.value, by_key[o.key].uri, by_key[o.key].etag, by_key[o.key].size, by_key[o.key].modified_at,
-             result.batch_id, o.status, o.rows, o.malformed_rows, o.message, now)
+            {
+                "entity": entity.value, "source_uri": by_key[o.key].uri, "source_etag": by_key[o.key].etag,
+                "source_size": by_key[o.key].size, "source_modified_at": by_key[o.key].modified_at,
+                "batch_id": result.batch_id, "status": o.status, "rows": o.rows,
+                "malformed_rows": o.malformed_rows, "message": o.message, "ingested_at": now, "reason": o.reason,
+                "source_records": o.source_records, "invalid_utf8_records": o.invalid_utf8_records,
+                "extra_columns": o.extra_columns or None,
+            }
             for o in result.files
         ],
     )

@@ -21,6 +21,19 @@ class Environment(str, Enum):
 # Iceberg catalog name inside Spark and pyiceberg; tables are addressed as `<namespace>.<table>`.
 CATALOG_NAME = "lakehouse"
 NAMESPACES = ("bronze", "silver", "gold")
+DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.35}
+
+
+def _rates(value: str | None) -> dict[str, float]:
+    """`0.1` (every entity) or `post=0.05,comment=0.35`."""
+    rates = dict(DEFAULT_QUARANTINE_MAX_RATE)
+    for item in filter(None, (value or "").split(",")):
+        key, sep, rate = item.partition("=")
+        if sep:
+            rates[key.strip()] = float(rate)
+        else:
+            rates = {k: float(key) for k in rates}
+    return rates
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,9 @@ class LakehouseSettings:
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
     sensor_max_runs_per_tick: int = 25
+    # Silver's quarantine_rate checks warn above this share of a batch's rows. Real SocialGrep comment
+    # exports quarantine ~27% for an empty sentiment (the meirl sample), so comments get more room.
+    quarantine_max_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUARANTINE_MAX_RATE))
 
     @property
     def home_abs(self) -> Path:
@@ -92,4 +108,5 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
         sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
         sensor_max_runs_per_tick=int(env.get("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "25")),
+        quarantine_max_rate=_rates(env.get("LAKEHOUSE_QUARANTINE_MAX_RATE")),
     )

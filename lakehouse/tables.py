@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from lakehouse.contracts import ALL_TABLES, TableContract
 from lakehouse.settings import NAMESPACES
@@ -45,7 +47,27 @@ def ensure_tables(spark: SparkSession, contracts: tuple[TableContract, ...] = AL
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
     for contract in todo:
         spark.sql(contract.create_ddl(TABLE_PROPERTIES))
+        _add_missing_columns(spark, contract)
         _ensured.add((session, contract.identifier))
+
+
+def _add_missing_columns(spark: SparkSession, contract: TableContract) -> None:
+    """Evolve a table created by an older contract: columns added since are added (nullable) in place."""
+    present = set(spark.table(contract.identifier).columns)
+    missing = [c for c in contract.columns if c.name not in present]
+    if missing:
+        if any(not c.nullable for c in missing):
+            raise ValueError(f"{contract.identifier}: a required column cannot be added to existing rows: {missing}")
+        spark.sql(f"ALTER TABLE {contract.identifier} ADD COLUMNS ({', '.join(c.ddl() for c in missing)})")
+
+
+def spark_schema(spark: SparkSession, contract: TableContract) -> StructType:
+    """The contract as a Spark schema, nullability included (Iceberg refuses nullable data for required columns)."""
+    ddl = ", ".join(f"`{c.name}` {c.type}" for c in contract.columns)
+    parsed = StructType.fromJson(json.loads(spark._jvm.org.apache.spark.sql.types.StructType.fromDDL(ddl).json()))
+    for f, c in zip(parsed.fields, contract.columns):
+        f.nullable = c.nullable
+    return parsed
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,21 @@ def test_s3_lists_routes_and_tracks_etags(s3):
     assert [keys_of(r) for r in requests] == [["input/post/a.csv"]]
 
 
+def test_s3_files_are_scanned_at_the_version_listed(s3):
+    """Bronze's independent record count streams the object, pinned to the ETag the sensor saw."""
+    from lakehouse.transforms.bronze import scan_records
+
+    client, bucket, landing = s3
+    client.put_object(Bucket=bucket, Key="raw/input/post/a.csv", Body=post_csv("p1", "p2", "p3").encode())
+    zone = landing.zone()
+    [listed] = list(zone.list_files())
+    with zone.open(listed) as body:
+        assert scan_records(body).records == 3
+    client.put_object(Bucket=bucket, Key="raw/input/post/a.csv", Body=post_csv("p1").encode())
+    with pytest.raises(client.exceptions.ClientError, match="PreconditionFailed"):
+        zone.open(listed)  # replaced since it was listed: never count one version's records for another
+
+
 def test_s3_more_than_one_page_of_keys(s3):
     client, bucket, landing = s3
     for i in range(1005):

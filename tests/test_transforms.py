@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from datetime import date, datetime, timezone
 
 import pytest
@@ -65,8 +66,14 @@ def comment(**overrides):
         (b"", Entity.POST, False, "empty_file"),
         (gzip.compress(POST_HEADER.encode()), Entity.POST, False, "not_csv"),
         (POST_HEADER.replace(",", ";").encode(), Entity.POST, False, "wrong_delimiter"),
-        ((COMMENT_HEADER + "\r\n").encode(), Entity.POST, False, "header_mismatch"),  # a comment file as posts
+        ((COMMENT_HEADER + "\r\n").encode(), Entity.POST, False, "wrong_entity"),  # a comment file as posts
         (b"\xff\xfe" + POST_HEADER.encode(), Entity.POST, False, "not_utf8"),
+        (b"PK\x03\x04\x00\x00" + POST_HEADER.encode(), Entity.POST, False, "not_csv"),  # a zip archive
+        (POST_HEADER.replace(",score", "").encode(), Entity.POST, False, "missing_columns"),
+        (POST_HEADER.replace("score", "points").encode(), Entity.POST, False, "missing_columns"),
+        ((POST_HEADER + ",title").encode(), Entity.POST, False, "duplicate_columns"),
+        ((POST_HEADER + ",gilded").encode(), Entity.POST, True, None),  # schema drift: kept
+        (",".join(reversed(POST_HEADER.split(","))).encode(), Entity.POST, True, None),  # matched by name
     ],
 )
 def test_check_header(head, entity, ok, reason):
@@ -75,6 +82,47 @@ def test_check_header(head, entity, ok, reason):
     assert result.reason == reason
     if not ok:
         assert result.message
+    else:
+        assert set(result.columns) - set(result.extra) == set(POST_HEADER.split(",") if entity is Entity.POST
+                                                                else COMMENT_HEADER.split(","))
+
+
+def test_check_header_reports_drift_columns():
+    result = bronze_tf.check_header((POST_HEADER + ",gilded,\n").encode(), Entity.POST)
+    assert result.ok and result.extra == ("gilded", "column_14")
+
+
+# --- the independent record count -------------------------------------------------------------------------------
+
+
+def row_text(i: int, body: str = "hello") -> str:
+    return f'comment,c{i},2s,sub,false,1640000000,https://x/comments/p1/t/c{i}/,"{body}",0.5,3\n'
+
+
+@pytest.mark.parametrize(
+    "body, records, reason, truncated, invalid",
+    [
+        ((COMMENT_HEADER + "\n" + row_text(1) + row_text(2)).encode(), 2, None, False, 0),
+        ((COMMENT_HEADER + "\n").encode(), 0, None, False, 0),
+        ((COMMENT_HEADER + "\n" + row_text(1) + "\n\n" + row_text(2)).encode(), 2, None, False, 0),  # blank lines
+        ((COMMENT_HEADER + "\n" + row_text(1, "two\nlines, \"\"quoted\"\"")).encode(), 1, None, False, 0),
+        ((COMMENT_HEADER + "\n" + row_text(1, "x" * 1_500_000)).encode(), 1, None, False, 0),
+        ((COMMENT_HEADER + "\n" + row_text(1) + 'comment,c2,2s,sub,false,16400').encode(), 2, None, False, 0),
+        ((COMMENT_HEADER + "\n" + row_text(1) + 'comment,c2,2s,sub,false,1,x,"cut in the mi').encode(), 2, None, True, 0),
+        # A quote never closed: Spark would run the next records into this field without a word.
+        ((COMMENT_HEADER + "\n" + row_text(1) + 'comment,c2,2s,sub,false,1,x,"open,0.5,3\n' + row_text(3)
+          + row_text(4)).encode(), 1, "bad_quoting", False, 0),
+        ((COMMENT_HEADER + "\n" + row_text(1) + 'comment,c2,2s,sub,false,1,x,"open,0.5,3\ncomment,c3\n').encode(),
+         1, "unterminated_quote", False, 0),
+        ((COMMENT_HEADER + "\n").encode() + row_text(1, "caf\xe9").encode("latin-1") + row_text(2).encode(),
+         2, None, False, 1),
+    ],
+)
+def test_scan_records(body, records, reason, truncated, invalid):
+    scan = bronze_tf.scan_records(io.BytesIO(body))
+    assert (scan.records, scan.reason, scan.truncated, scan.invalid_utf8_records) == (records, reason, truncated, invalid)
+    if reason:
+        assert "line 3" in scan.message
 
 
 # --- Bronze CSV reading ----------------------------------------------------------------------------------------
@@ -106,6 +154,19 @@ def test_read_csv_keeps_quirks_and_numbers_rows(spark, tmp_path):
     assert out[2].score == "-4"  # no trailing \r leaks into the last column
     assert all(r._source_uri == path.as_uri() and r._raw_record is None for r in out)
     assert list(out[0].asDict()) == BRONZE[Entity.COMMENT].names
+
+
+def test_read_csv_matches_columns_by_name_and_keeps_drift(spark, tmp_path):
+    header = ["gilded"] + list(reversed(COMMENT_HEADER.split(",")))
+    values = ["2", "3", "0.5", "Yes", "https://x/comments/p1/t/c1/", "1648771186", "false", "meirl", "2s5ti", "c1",
+              "comment"]
+    path = tmp_path / "drift.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(values) + "\n")
+    check = bronze_tf.check_header(path.read_bytes(), Entity.COMMENT)
+    assert check.ok and check.extra == ("gilded",)
+    row = bronze_tf.read_csv(spark, [str(path)], Entity.COMMENT, check.columns).first()
+    assert (row.id, row.body, row.sentiment, row.score, row.subreddit_name) == ("c1", "Yes", "0.5", "3", "meirl")
+    assert row._extra_columns == {"gilded": "2"} and row._raw_record is None
 
 
 def test_read_csv_keeps_malformed_record(spark, tmp_path):
@@ -155,8 +216,11 @@ def test_posts_typed_and_cleaned(spark):
         ({"id": None}, "missing_id"),
         ({"created_utc": ""}, "missing_created_utc"),
         ({"created_utc": "yesterday"}, "invalid_created_utc"),
-        ({"created_utc": "1648771149000"}, "created_utc_out_of_range"),  # milliseconds
+        ({"created_utc": "1648771149000"}, "created_utc_in_milliseconds"),
         ({"created_utc": "100"}, "created_utc_out_of_range"),  # before Reddit existed
+        ({"created_utc": "4102444800"}, "created_utc_out_of_range"),  # 2100: in the future
+        ({"created_utc": "99999999999999999999"}, "created_utc_out_of_range"),  # past Spark's timestamps
+        ({"title": "caf\ufffd"}, "invalid_utf8"),  # Spark's decoding of a byte that is not UTF-8
         ({"score": "12abc"}, "invalid_score"),
         ({"score": "99999999999"}, "invalid_score"),  # overflows INT
         ({"score": None}, "missing_score"),

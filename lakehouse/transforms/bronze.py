@@ -1,15 +1,18 @@
 """Bronze: raw SocialGrep CSV rows, all strings, plus ingestion metadata.
 
-`check_header` and `to_bronze` are pure; `read_csv` is the only I/O.
+`check_header`, `scan_records` and `to_bronze` do no I/O of their own; `read_csv` is where Spark reads.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -18,6 +21,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from lakehouse.contracts import BRONZE, SOURCE_HEADERS, Entity, bronze_column_name
 
 RAW_RECORD = "_raw_record"
+EXTRA_COLUMNS = "_extra_columns"
 # Hadoop writes local paths as `file:/x` or `file:///x` depending on the call; compare them in one form.
 LOCAL_FILE_PREFIX = re.compile(r"^file:/+")
 _FILE_PATH = "_file_path"
@@ -29,44 +33,147 @@ class HeaderCheck:
     ok: bool
     reason: str | None = None  # a reason code when not ok
     message: str | None = None
+    columns: tuple[str, ...] = ()  # the file's header, in file order
+    extra: tuple[str, ...] = ()  # header columns the contract does not know (kept in `_extra_columns`)
 
 
 def check_header(head: bytes, entity: Entity) -> HeaderCheck:
-    """Check the first line of a file against the entity's contract before Spark reads it."""
+    """Check the first line of a file against the entity's contract before Spark reads it.
+
+    Columns are matched by name, so a file may order them differently; unknown columns are schema drift and
+    are kept (see `read_csv`). A missing contract column, a duplicated name or a non-CSV file is rejected.
+    """
     if not head:
         return HeaderCheck(False, "empty_file", "the file is empty (no header)")
     if head.startswith(b"\x1f\x8b"):
         return HeaderCheck(False, "not_csv", "the file is gzip-compressed, not CSV")
     if b"\x00" in head[:4096]:
         return HeaderCheck(False, "not_csv", "the file holds NUL bytes: binary, not CSV")
+    line = head.split(b"\n", 1)[0]  # bytes further down are the rows' business (see scan_records)
     try:
-        text = head.decode("utf-8-sig")
+        text = line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        # The head may end inside a multi-byte character; only an error before that is real.
-        if exc.start < len(head) - 4:
+        # A header longer than the head may end inside a multi-byte character; only an error before that is real.
+        if exc.start < len(line) - 4 or len(line) < len(head):
             return HeaderCheck(False, "not_utf8", f"the header is not UTF-8 ({exc.reason} at byte {exc.start})")
-        text = head[: exc.start].decode("utf-8-sig")
+        text = line[: exc.start].decode("utf-8-sig")
     first_line = text.splitlines()[0] if text else ""
-    found = next(csv.reader(io.StringIO(first_line)), [])
-    expected = list(SOURCE_HEADERS[entity])
+    found = tuple(
+        name.strip() or f"column_{i}" for i, name in enumerate(next(csv.reader(io.StringIO(first_line)), []), 1)
+    )
+    expected = SOURCE_HEADERS[entity]
     if found == expected:
-        return HeaderCheck(True)
+        return HeaderCheck(True, columns=found)
     missing = [c for c in expected if c not in found]
-    extra = [c for c in found if c not in expected]
+    extra = tuple(c for c in found if c not in expected)
     detail = f"expected {','.join(expected)}; found {first_line[:300]!r}"
     if len(found) <= 1 and any(d in first_line for d in (";", "\t", "|")):
         return HeaderCheck(False, "wrong_delimiter", f"the header is not comma-separated: {detail}")
-    return HeaderCheck(False, "header_mismatch", f"missing {missing}, unexpected {extra}: {detail}")
+    duplicated = sorted({c for c in found if found.count(c) > 1})
+    if duplicated:
+        return HeaderCheck(False, "duplicate_columns", f"columns {duplicated} appear more than once: {detail}")
+    for other in Entity:
+        if other is not entity and set(found) == set(SOURCE_HEADERS[other]):
+            return HeaderCheck(False, "wrong_entity", f"this is a {other.value} file landed under {entity.value}: {detail}")
+    if missing:
+        return HeaderCheck(False, "missing_columns", f"missing {missing}, unexpected {list(extra)}: {detail}")
+    return HeaderCheck(True, columns=found, extra=extra)
 
 
-def raw_schema(entity: Entity) -> StructType:
-    """All-string schema under the source's own names (Spark checks them against the header)."""
-    fields = [StructField(h, StringType()) for h in SOURCE_HEADERS[entity]]
-    return StructType(fields + [StructField(RAW_RECORD, StringType())])
+# --- an independent count of the file's records ----------------------------------------------------------------
+
+csv.field_size_limit(sys.maxsize)  # a record may hold a megabyte-long text field
+_SURROGATE = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a byte that is not UTF-8
 
 
-def read_csv(spark: SparkSession, uris: list[str], entity: Entity) -> DataFrame:
-    """Read SocialGrep CSV files as strings, keeping malformed records instead of dropping them."""
+@dataclass(frozen=True)
+class FileScan:
+    """What Python's CSV parser finds in a file, independently of Spark's."""
+
+    records: int = 0  # records after the header; blank lines are not records (Spark skips them too)
+    invalid_utf8_records: int = 0
+    truncated: bool = False  # the file ends inside its last record (kept; Spark marks it malformed)
+    reason: str | None = None  # set when the file cannot be read as CSV safely: it is rejected
+    message: str | None = None
+
+
+class _Utf8Watch(io.RawIOBase):
+    """A pass-through reader that notes whether every byte it hands on is valid UTF-8 (at C speed)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.invalid = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        if not self.invalid:
+            try:
+                self.decoder.decode(data, final=not data)
+            except UnicodeDecodeError:
+                self.invalid = True
+        return len(data)
+
+
+def scan_records(stream: BinaryIO) -> FileScan:
+    """Count a CSV file's records with Python's strict parser: the reference Bronze's row count must meet.
+
+    Strict mode finds what Spark's parser hides: a quote closed too early or never closed makes Spark run
+    the following records into one field without marking anything malformed, so such a file is rejected.
+    The one exception is a file cut off inside its last record (an interrupted upload): that record is
+    counted, and Spark keeps it as malformed, so it reaches quarantine.
+    """
+    watch = _Utf8Watch(stream)
+    text = io.TextIOWrapper(io.BufferedReader(watch, 1 << 20), encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text, strict=True)
+    records = invalid = 0
+    try:
+        next(reader)  # the header, checked by `check_header`
+    except (StopIteration, csv.Error):
+        return FileScan()
+    last_line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return FileScan(records, invalid)
+        except csv.Error as exc:
+            start = last_line + 1
+            if "unexpected end of data" in str(exc) and reader.line_num == start:
+                return FileScan(records + 1, invalid, truncated=True)
+            if "unexpected end of data" in str(exc):
+                return FileScan(records, invalid, reason="unterminated_quote", message=(
+                    f"a quoted field in the record starting at line {start} is never closed: the rest of the "
+                    "file would be read as one field"))
+            if "expected after" in str(exc):
+                return FileScan(records, invalid, reason="bad_quoting", message=(
+                    f"the record starting at line {start} has text after a closing quote ({exc}): a quote is "
+                    "not doubled or not closed, and the records after it would be misread"))
+            return FileScan(records, invalid, reason="unparseable_csv", message=f"line {start}: {exc}")
+        last_line = reader.line_num
+        if row:
+            records += 1
+            if watch.invalid and any(_SURROGATE.search(v) for v in row):
+                invalid += 1
+
+
+# --- Spark ---------------------------------------------------------------------------------------------------
+
+
+def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple[str, ...] | None = None) -> DataFrame:
+    """Read SocialGrep CSV files that share one header as strings, keeping malformed records.
+
+    Columns are taken by position from `header` (the files' own) and renamed to the contract's Bronze names;
+    columns the contract does not know go to `_extra_columns`, so Bronze keeps schema drift instead of
+    losing it.
+    """
+    header = header or SOURCE_HEADERS[entity]
+    # Positional field names: the schema is applied by position, so header names need no quoting.
+    fields = [StructField(f"c{i}", StringType()) for i in range(len(header))]
     df = (
         spark.read.options(
             header=True,
@@ -78,13 +185,21 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity) -> DataFrame:
             columnNameOfCorruptRecord=RAW_RECORD,
             encoding="UTF-8",
         )
-        .schema(raw_schema(entity))
+        .schema(StructType(fields + [StructField(RAW_RECORD, StringType())]))
         .csv(uris)
+    )
+    position = {name: f"c{i}" for i, name in enumerate(header)}
+    known = set(SOURCE_HEADERS[entity])
+    extra = [name for name in header if name not in known]
+    extra_map = (
+        F.create_map(*[x for name in extra for x in (F.lit(name), F.col(position[name]))]) if extra
+        else F.lit(None).cast("map<string,string>")
     )
     # Capture file and read order now: both are lost once Spark shuffles.
     return df.select(
-        *[F.col(f"`{h}`").alias(bronze_column_name(h)) for h in SOURCE_HEADERS[entity]],
+        *[F.col(position[h]).alias(bronze_column_name(h)) for h in SOURCE_HEADERS[entity]],
         RAW_RECORD,
+        extra_map.alias(EXTRA_COLUMNS),
         F.regexp_replace(F.col("_metadata.file_path"), LOCAL_FILE_PREFIX.pattern, "file:///").alias(_FILE_PATH),
         F.monotonically_increasing_id().alias(_READ_ORDER),
     )

@@ -14,11 +14,12 @@ from pyspark.sql import functions as F
 
 from lakehouse.contracts import QUARANTINE, SILVER, Entity
 
-# Reddit went live on 2005-06-23; anything earlier is not a Reddit timestamp (often epoch milliseconds
-# misread, which land far in the future instead, and are caught by the upper bound).
+# Reddit went live on 2005-06-23; anything earlier is not a Reddit timestamp.
 REDDIT_EPOCH = datetime(2005, 6, 23)
 INTEGER = r"^-?[0-9]{1,10}$"
-EPOCH_SECONDS = r"^[0-9]{1,15}(\.0*)?$"
+EPOCH_NUMBER = r"^[0-9]{1,20}(\.0*)?$"
+# Beyond this many seconds Spark's microsecond timestamps overflow; such a value is out of range anyway.
+MAX_EPOCH_SECONDS = 9_000_000_000_000
 DECIMAL = r"^-?[0-9]+(\.[0-9]+)?([eE]-?[0-9]+)?$"
 # The post id is the segment after /comments/ in a comment's permalink.
 POST_ID_IN_PERMALINK = r"/comments/([A-Za-z0-9]+)(/|$)"
@@ -65,8 +66,19 @@ def _rule(condition: SparkColumn, code: str) -> SparkColumn:
 def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
     """Type and clean Bronze rows; `reasons` lists every broken rule (empty when the row is valid)."""
     created_raw = F.trim(F.col("created_utc"))
-    created_ok = created_raw.rlike(EPOCH_SECONDS)
-    created = F.when(created_ok, F.timestamp_seconds(created_raw.cast("double").cast("bigint")))
+    created_ok = created_raw.rlike(EPOCH_NUMBER)
+    seconds = F.when(created_ok, created_raw.cast("double"))
+
+    def as_timestamp(value: SparkColumn) -> SparkColumn:
+        return F.when(value <= MAX_EPOCH_SECONDS, F.timestamp_seconds(value.cast("bigint")))
+
+    def in_range(ts: SparkColumn) -> SparkColumn:
+        return F.coalesce((ts >= F.lit(REDDIT_EPOCH)) & (ts <= F.lit(now)), F.lit(False))
+
+    created = as_timestamp(seconds)
+    # An export that wrote epoch milliseconds: flagged as such, never guessed into seconds.
+    millis = seconds.isNotNull() & ~in_range(created) & in_range(as_timestamp(seconds / 1000))
+    source_text = F.concat_ws("", *[F.col(c) for c in bronze.columns if not c.startswith("_")])
     score_raw = F.trim(F.col("score"))
     score = F.when(score_raw.rlike(INTEGER), score_raw.cast("int"))
     nsfw_raw = F.lower(F.trim(F.col("subreddit_nsfw")))
@@ -74,16 +86,16 @@ def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
 
     rules = [
         _rule(F.col("_raw_record").isNotNull(), "malformed_record"),
+        # Spark decodes bytes that are not UTF-8 as U+FFFD; the landed file keeps the original bytes.
+        _rule(source_text.contains("\ufffd"), "invalid_utf8"),
         _rule(_blank(F.col("id")), "missing_id"),
         _rule(_blank(F.col("subreddit_id")) | _blank(F.col("subreddit_name")), "missing_subreddit"),
         _rule(_blank(F.col("permalink")), "missing_permalink"),
         _rule(F.col("type").isNotNull() & (F.trim(F.col("type")) != entity.value), "wrong_type"),
         _rule(_blank(F.col("created_utc")), "missing_created_utc"),
         _rule(~_blank(F.col("created_utc")) & ~created_ok, "invalid_created_utc"),
-        _rule(
-            created.isNotNull() & ((created < F.lit(REDDIT_EPOCH)) | (created > F.lit(now))),
-            "created_utc_out_of_range",
-        ),
+        _rule(millis, "created_utc_in_milliseconds"),
+        _rule(seconds.isNotNull() & ~in_range(created) & ~millis, "created_utc_out_of_range"),
         _rule(_blank(F.col("score")), "missing_score"),
         _rule(~_blank(F.col("score")) & score.isNull(), "invalid_score"),
         _rule(~_blank(F.col("subreddit_nsfw")) & nsfw.isNull(), "invalid_nsfw"),
@@ -124,7 +136,8 @@ def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
             "sentiment": sentiment,
             "score": score,
         }
-    lineage = ["_source_uri", "_source_etag", "_source_row", "_raw_record", "_ingested_at", "_batch_id"]
+    lineage = ["_source_uri", "_source_etag", "_source_row", "_raw_record", "_extra_columns", "_ingested_at",
+               "_batch_id"]
     reasons = F.filter(F.array(*rules), lambda r: r.isNotNull())
     return bronze.select(
         *[expr.alias(name) for name, expr in columns.items()],
@@ -150,6 +163,7 @@ def quarantine_rows(typed_df: DataFrame, entity: Entity, quarantined_at: datetim
         "_source_etag",
         "_source_row",
         "_raw_record",
+        "_extra_columns",
         "_batch_id",
         "_ingested_at",
         F.lit(quarantined_at).cast("timestamp").alias("quarantined_at"),

@@ -1,0 +1,446 @@
+"""What each layer guarantees, checked against the tables themselves. No Dagster here: each check returns a
+`CheckOutcome` that the asset checks in `lakehouse_assets/` turn into `AssetCheckResult`s.
+
+The checks read table metadata where it answers the question (snapshot summaries, the ingestion log) and scan
+only the columns they need otherwise; their cost is reported in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from lakehouse import tables
+from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity, TableContract
+from lakehouse.ingestion import LOADED, REJECTED
+from lakehouse.transforms import silver as silver_tf
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 5
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    summary: str  # one line a data engineer reads in the UI
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sample: list[dict] = field(default_factory=list)  # offending rows, at most SAMPLE_ROWS
+    sample_columns: list[str] = field(default_factory=list)
+
+
+def _total_records(spark: SparkSession, table: str) -> int:
+    """Row count from the snapshot summary: no data read."""
+    snap = tables.current_snapshot(spark, table)
+    return int(snap.summary.get("total-records", 0)) if snap else 0
+
+
+def _sample(df: DataFrame, columns: list[str]) -> list[dict]:
+    return [r.asDict() for r in df.select(*columns).limit(SAMPLE_ROWS).collect()]
+
+
+# --- Bronze ----------------------------------------------------------------------------------------------------
+
+
+def _log_entries(spark: SparkSession, entity: Entity) -> list[dict]:
+    """The entity's ingestion log (one row per file version: small), oldest first."""
+    rows = spark.table(INGESTION_LOG.identifier).where(F.col("entity") == entity.value).collect()
+    return sorted((r.asDict() for r in rows), key=lambda r: r["ingested_at"])
+
+
+def _latest_batch(entries: list[dict], statuses: tuple[str, ...] = (LOADED, REJECTED)) -> tuple[str | None, list[dict]]:
+    settled = [e for e in entries if e["status"] in statuses]
+    if not settled:
+        return None, []
+    batch = settled[-1]["batch_id"]
+    return batch, [e for e in settled if e["batch_id"] == batch]
+
+
+def bronze_header(spark: SparkSession, entity: Entity) -> CheckOutcome:
+    """The latest batch's files match the header contract: none rejected, no unknown columns (schema drift)."""
+    entries = _log_entries(spark, entity)
+    batch, files = _latest_batch(entries)
+    rejected = [f for f in files if f["status"] == REJECTED]
+    drift = [f for f in files if f["extra_columns"]]
+    reasons = sorted({f["reason"] for f in rejected if f["reason"]})
+    parts = []
+    if rejected:
+        parts.append(f"{len(rejected)} of {len(files)} files rejected ({', '.join(reasons)}); they stay in the landing zone")
+    if drift:
+        parts.append(f"{len(drift)} files carry columns the contract does not know (kept in _extra_columns)")
+    return CheckOutcome(
+        passed=not rejected and not drift,
+        summary="; ".join(parts) or f"all {len(files)} files of the latest batch match the contract",
+        metrics={
+            "batch_id": batch or "none",
+            "files_in_batch": len(files),
+            "rejected_in_batch": len(rejected),
+            "drift_files_in_batch": len(drift),
+            "rejected_all_time": sum(1 for e in entries if e["status"] == REJECTED),
+        },
+        sample=[
+            {"file": f["source_uri"], "status": f["status"], "reason": f["reason"] or "schema_drift",
+             "detail": f["message"] or ", ".join(f["extra_columns"] or [])}
+            for f in (rejected + drift)[:SAMPLE_ROWS]
+        ],
+        sample_columns=["file", "status", "reason", "detail"],
+    )
+
+
+def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
+    """Bronze holds exactly the records an independent parser counts in each loaded file; parse errors counted."""
+    table = BRONZE[entity].identifier
+    entries = _log_entries(spark, entity)
+    loaded = [e for e in entries if e["status"] == LOADED]
+    batch, batch_files = _latest_batch(entries, (LOADED,))
+    # The latest batch is re-counted from the table itself; earlier ones by what was committed at the time.
+    actual = {}
+    if batch:
+        actual = {
+            (r._source_uri, r._source_etag): r.n
+            for r in spark.table(table).where(F.col("_batch_id") == batch)
+            .groupBy("_source_uri", "_source_etag").agg(F.count("*").alias("n")).collect()
+        }
+    mismatched = []
+    for e in loaded:
+        rows = actual.get((e["source_uri"], e["source_etag"]), 0) if e["batch_id"] == batch else e["rows"]
+        if e["source_records"] is not None and rows != e["source_records"]:
+            mismatched.append({"file": e["source_uri"], "batch_id": e["batch_id"], "bronze_rows": rows,
+                               "records_in_file": e["source_records"]})
+    bronze_rows = _total_records(spark, table)
+    logged_rows = sum(e["rows"] for e in loaded)
+    passed = not mismatched and bronze_rows == logged_rows
+    summary = (
+        f"{len(mismatched)} files where Bronze's rows differ from the records in the file" if mismatched
+        else f"Bronze holds {bronze_rows:,} rows but the ingestion log accounts for {logged_rows:,}" if not passed
+        else f"{bronze_rows:,} Bronze rows = the records of {len(loaded)} loaded files"
+    )
+    return CheckOutcome(
+        passed=passed,
+        summary=summary,
+        metrics={
+            "bronze_rows": bronze_rows,
+            "logged_rows": logged_rows,
+            "records_in_files": sum(e["source_records"] or 0 for e in loaded),
+            "files_checked": sum(1 for e in loaded if e["source_records"] is not None),
+            "malformed_rows": sum(e["malformed_rows"] for e in loaded),
+            "malformed_rows_in_batch": sum(e["malformed_rows"] for e in batch_files),
+            "invalid_utf8_records": sum(e["invalid_utf8_records"] or 0 for e in loaded),
+            "mismatched_files": len(mismatched),
+        },
+        sample=mismatched[:SAMPLE_ROWS],
+        sample_columns=["file", "batch_id", "bronze_rows", "records_in_file"],
+    )
+
+
+def bronze_metadata(spark: SparkSession, entity: Entity) -> CheckOutcome:
+    """Every Bronze row names its file, version, row and batch: rows numbered 1..n per file, batches all logged."""
+    table = BRONZE[entity].identifier
+    entries = _log_entries(spark, entity)
+    statuses = {e["batch_id"]: e["status"] for e in entries}
+    # Every append to Bronze carries its batch id; each must be settled in the log (or rolled back).
+    unlogged = [
+        s.summary.get(tables.BATCH_ID_PROPERTY, "(none)") for s in tables.snapshots(spark, table)
+        if s.operation == "append" and s.summary.get(tables.BATCH_ID_PROPERTY) not in statuses
+    ]
+    batch, files = _latest_batch(entries, (LOADED,))
+    expected = {(f["source_uri"], f["source_etag"]) for f in files}
+    bad = []
+    rows = 0
+    if batch:
+        per_file = (
+            spark.table(table).where(F.col("_batch_id") == batch)
+            .groupBy("_source_uri", "_source_etag")
+            .agg(
+                F.count("*").alias("rows"),
+                F.min("_source_row").alias("first_row"),
+                F.max("_source_row").alias("last_row"),
+                F.countDistinct("_source_row").alias("distinct_rows"),
+                F.sum(F.when(F.col("_ingested_at").isNull() | F.col("_source_row").isNull(), 1).otherwise(0))
+                .alias("incomplete"),
+            )
+            .collect()
+        )
+        for r in per_file:
+            rows += r.rows
+            numbered = r.first_row == 1 and r.last_row == r.rows == r.distinct_rows
+            if not numbered or r.incomplete or (r._source_uri, r._source_etag) not in expected:
+                bad.append({"file": r._source_uri, "rows": r.rows, "first_row": r.first_row, "last_row": r.last_row,
+                            "distinct_rows": r.distinct_rows, "in_log": (r._source_uri, r._source_etag) in expected})
+    passed = not bad and not unlogged
+    return CheckOutcome(
+        passed=passed,
+        summary=(
+            f"{len(bad)} files with gaps, repeats or unknown origin; {len(unlogged)} unlogged appends" if not passed
+            else f"{rows:,} rows of the latest batch numbered 1..n in {len(files)} logged files"
+        ),
+        metrics={"batch_id": batch or "none", "rows_in_batch": rows, "files_in_batch": len(files),
+                 "bad_files": len(bad), "unlogged_appends": len(unlogged)},
+        sample=bad[:SAMPLE_ROWS],
+        sample_columns=["file", "rows", "first_row", "last_row", "distinct_rows", "in_log"],
+    )
+
+
+# --- Silver ----------------------------------------------------------------------------------------------------
+
+
+def schema_matches(spark: SparkSession, contract: TableContract) -> CheckOutcome:
+    """The table's columns are exactly the contract's: names, order, types and nullability."""
+    actual: StructType = spark.table(contract.identifier).schema
+    wanted = tables.spark_schema(spark, contract)
+    diffs = []
+    for i in range(max(len(actual.fields), len(wanted.fields))):
+        a = actual.fields[i] if i < len(actual.fields) else None
+        w = wanted.fields[i] if i < len(wanted.fields) else None
+        got = (a.name, a.dataType.simpleString(), a.nullable) if a else None
+        want = (w.name, w.dataType.simpleString(), w.nullable) if w else None
+        if got != want:
+            diffs.append({"position": i + 1, "expected": "missing" if want is None else f"{want[0]} {want[1]}"
+                          f"{'' if want[2] else ' NOT NULL'}", "found": "missing" if got is None else
+                          f"{got[0]} {got[1]}{'' if got[2] else ' NOT NULL'}"})
+    return CheckOutcome(
+        passed=not diffs,
+        summary=f"{len(diffs)} columns differ from the contract" if diffs
+        else f"{len(wanted.fields)} columns exactly as documented",
+        metrics={"columns": len(actual.fields), "differences": len(diffs)},
+        sample=diffs[:SAMPLE_ROWS],
+        sample_columns=["position", "expected", "found"],
+    )
+
+
+def silver_primary_key(spark: SparkSession, entity: Entity) -> CheckOutcome:
+    """Every id is present and appears once."""
+    df = spark.table(SILVER[entity].identifier)
+    row = df.agg(F.count("*").alias("rows"), F.countDistinct("id").alias("ids"), F.count("id").alias("non_null")).first()
+    passed = row.rows == row.ids == row.non_null
+    duplicated = [] if passed else [
+        r.asDict() for r in df.groupBy("id").count().where("count > 1").orderBy(F.desc("count")).limit(SAMPLE_ROWS).collect()
+    ]
+    return CheckOutcome(
+        passed=passed,
+        summary=f"{row.rows:,} rows, {row.ids:,} distinct ids, {row.rows - row.non_null} null ids",
+        metrics={"rows": row.rows, "distinct_ids": row.ids, "null_ids": row.rows - row.non_null},
+        sample=duplicated,
+        sample_columns=["id", "count"],
+    )
+
+
+def _violations(entity: Entity, now: datetime) -> dict[str, F.Column]:
+    """Value rules Silver promises, as conditions that are true for an offending row."""
+    c = F.col
+    rules = {
+        "required_null": F.lit(False),
+        "blank_or_untrimmed_id": (F.trim(c("id")) == "") | (c("id") != F.trim(c("id"))),
+        "created_utc_out_of_range": (c("created_utc") < F.lit(silver_tf.REDDIT_EPOCH)) | (c("created_utc") > F.lit(now)),
+        "created_date_mismatch": c("created_date") != F.to_date(c("created_utc")),
+        "subreddit_name_not_lowercase": c("subreddit_name") != F.lower(c("subreddit_name")),
+    }
+    for col in SILVER[entity].columns:
+        if not col.nullable:
+            rules["required_null"] = rules["required_null"] | c(col.name).isNull()
+    for text in ("title", "selftext") if entity is Entity.POST else ("body",):
+        rules[f"{text}_status_inconsistent"] = c(text).isNull() != (c(f"{text}_status") != "present")
+    if entity is Entity.COMMENT:
+        rules["sentiment_out_of_range"] = (c("sentiment") < -1) | (c("sentiment") > 1) | F.isnan(c("sentiment"))
+    return rules
+
+
+def silver_values(spark: SparkSession, entity: Entity, now: datetime) -> tuple[CheckOutcome, CheckOutcome | None]:
+    """Types and value ranges (one scan); for comments also the post id parsed from the permalink.
+
+    Returns (types_and_ranges, post_id_parsed); the second is None for posts.
+    """
+    contract = SILVER[entity]
+    schema = schema_matches(spark, contract)
+    df = spark.table(contract.identifier)
+    rules = _violations(entity, now)
+    post_rule = None
+    if entity is Entity.COMMENT:
+        parsed = F.regexp_extract(F.col("permalink"), silver_tf.POST_ID_IN_PERMALINK, 1)
+        post_rule = F.col("post_id").isNull() | (F.col("post_id") != parsed)
+    exprs = [F.sum(F.coalesce(cond, F.lit(False)).cast("int")).alias(name) for name, cond in rules.items()]
+    if post_rule is not None:
+        exprs.append(F.sum(post_rule.cast("int")).alias("post_id_not_parsed"))
+    counts = df.agg(F.count("*").alias("rows"), *exprs).first().asDict()
+    rows = counts.pop("rows")
+    post_bad = counts.pop("post_id_not_parsed", 0) or 0
+    counts = {k: v or 0 for k, v in counts.items()}
+    shown = ["id", "created_utc", "created_date", "subreddit_name"] + (["sentiment"] if entity is Entity.COMMENT else [])
+    sample = []
+    if any(counts.values()):
+        offending = F.lit(False)
+        for cond in rules.values():
+            offending = offending | F.coalesce(cond, F.lit(False))
+        sample = _sample(df.where(offending), shown)
+    broken = {k: v for k, v in counts.items() if v}
+    problems = ([schema.summary] if not schema.passed else []) + [f"{v:,} rows {k}" for k, v in broken.items()]
+    types = CheckOutcome(
+        passed=not problems,
+        summary="; ".join(problems) or f"{rows:,} rows: types as documented, every value in range",
+        metrics={"rows": rows, "schema_differences": schema.metrics["differences"], **counts},
+        sample=sample if broken else schema.sample,
+        sample_columns=shown if broken else schema.sample_columns,
+    )
+    if entity is Entity.POST:
+        return types, None
+    post_sample = _sample(df.where(post_rule), ["id", "post_id", "permalink"]) if post_bad else []
+    post_id = CheckOutcome(
+        passed=post_bad == 0,
+        summary=f"{post_bad:,} comments whose post_id is not the one in their permalink" if post_bad
+        else f"{rows:,} comments, each with the post id from its permalink",
+        metrics={"rows": rows, "post_id_not_parsed": post_bad},
+        sample=post_sample,
+        sample_columns=["id", "post_id", "permalink"],
+    )
+    return types, post_id
+
+
+def quarantine_rate(spark: SparkSession, entity: Entity, max_rate: float) -> CheckOutcome:
+    """The share of the latest loaded batch's rows that Silver quarantined stays under `max_rate`."""
+    entries = _log_entries(spark, entity)
+    batch, files = _latest_batch(entries, (LOADED,))
+    batch_rows = sum(f["rows"] for f in files)
+    reasons = []
+    if batch:
+        reasons = [
+            r.asDict() for r in spark.table(QUARANTINE[entity].identifier).where(F.col("_batch_id") == batch)
+            .groupBy("reason").agg(F.count("*").alias("rows")).orderBy(F.desc("rows")).collect()
+        ]
+    quarantined = sum(r["rows"] for r in reasons)
+    rate = quarantined / batch_rows if batch_rows else 0.0
+    total = _total_records(spark, BRONZE[entity].identifier)
+    overall = _total_records(spark, QUARANTINE[entity].identifier) / total if total else 0.0
+    return CheckOutcome(
+        passed=rate <= max_rate,
+        summary=f"{rate:.2%} of the latest batch quarantined ({quarantined:,} of {batch_rows:,} rows; "
+        f"threshold {max_rate:.2%})",
+        metrics={"batch_id": batch or "none", "batch_rows": batch_rows, "quarantined_in_batch": quarantined,
+                 "rate": round(rate, 6), "threshold": max_rate, "overall_rate": round(overall, 6)},
+        sample=reasons[:SAMPLE_ROWS],
+        sample_columns=["reason", "rows"],
+    )
+
+
+def bronze_reconciled(spark: SparkSession, entity: Entity) -> CheckOutcome:
+    """Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id in Silver."""
+    bronze_table, silver_table = BRONZE[entity].identifier, SILVER[entity].identifier
+    mark = tables.watermark(spark, silver_table, bronze_table)
+    if mark is None:
+        return CheckOutcome(True, "Silver has not read Bronze yet", {"bronze_rows": 0})
+    loaded = {e["batch_id"] for e in _log_entries(spark, entity) if e["status"] == LOADED}
+    batches = spark.createDataFrame([(b,) for b in sorted(loaded)] or [("",)], "_batch_id string")
+    keys = ["_source_uri", "_source_etag", "_source_row"]
+    bronze = (
+        spark.read.format("iceberg").option("snapshot-id", mark).load(bronze_table)
+        .join(F.broadcast(batches), "_batch_id", "left_semi")
+        .select(F.trim("id").alias("id"), *keys, "_batch_id")
+    )
+    quarantined = spark.table(QUARANTINE[entity].identifier).select(*keys, F.lit(True).alias("_quarantined"))
+    silver = spark.table(silver_table).select(
+        "id", F.col("_source_uri").alias("_s_uri"), F.col("_source_row").alias("_s_row"), F.col("_batch_id").alias("_s_batch")
+    )
+    state = (
+        F.when(F.col("_quarantined"), "quarantined")
+        .when((F.col("_s_uri") == F.col("_source_uri")) & (F.col("_s_row") == F.col("_source_row"))
+              & (F.col("_s_batch") == F.col("_batch_id")), "in_silver")
+        .when(F.col("_s_uri").isNotNull(), "collapsed_duplicate")
+        .otherwise("unaccounted")
+    )
+    joined = bronze.join(quarantined, keys, "left").join(silver, "id", "left").withColumn("_state", state)
+    counts = {r._state: r["count"] for r in joined.groupBy("_state").count().collect()}
+    silver_rows = _total_records(spark, silver_table)
+    unaccounted = counts.get("unaccounted", 0)
+    orphans = silver_rows - counts.get("in_silver", 0)  # Silver rows with no Bronze row behind them
+    sample = _sample(joined.where(F.col("_state") == "unaccounted"), ["id", *keys]) if unaccounted else []
+    bronze_rows = sum(counts.values())
+    return CheckOutcome(
+        passed=unaccounted == 0 and orphans == 0,
+        summary=(
+            f"{bronze_rows:,} Bronze rows: {counts.get('in_silver', 0):,} in Silver, "
+            f"{counts.get('quarantined', 0):,} quarantined, {counts.get('collapsed_duplicate', 0):,} older versions "
+            f"of an id, {unaccounted:,} unaccounted; {orphans:,} Silver rows without a Bronze row"
+        ),
+        metrics={"bronze_rows": bronze_rows, "in_silver": counts.get("in_silver", 0),
+                 "quarantined": counts.get("quarantined", 0),
+                 "collapsed_duplicates": counts.get("collapsed_duplicate", 0),
+                 "unaccounted": unaccounted, "silver_rows_without_bronze": orphans, "bronze_snapshot": mark},
+        sample=sample,
+        sample_columns=["id", *keys],
+    )
+
+
+# --- Gold ------------------------------------------------------------------------------------------------------
+
+
+def _compare(expected: DataFrame, actual: DataFrame, keys: list[str], values: list[str]) -> tuple[int, list[dict]]:
+    """Keys whose values differ between two keyed frames (missing on either side counts)."""
+    e = expected.select(*keys, *[F.col(v).alias(f"expected_{v}") for v in values])
+    a = actual.select(*keys, *[F.col(v).alias(f"gold_{v}") for v in values])
+    diff = F.lit(False)
+    for v in values:
+        diff = diff | ~F.col(f"expected_{v}").eqNullSafe(F.col(f"gold_{v}"))
+    mismatched = e.join(a, keys, "full_outer").where(diff).persist()
+    try:
+        n = mismatched.count()
+        return n, _sample(mismatched, mismatched.columns) if n else []
+    finally:
+        mismatched.unpersist()
+
+
+def gold_reconciled(spark: SparkSession, table_key: str) -> CheckOutcome:
+    """Gold adds up to Silver: one row per Silver item, and per-key counts equal to Silver's."""
+    posts, comments = spark.table(SILVER[Entity.POST].identifier), spark.table(SILVER[Entity.COMMENT].identifier)
+    gold = spark.table(GOLD[table_key].identifier)
+    if table_key in ("posts", "comments"):
+        silver, key = (posts, "post_id") if table_key == "posts" else (comments, "comment_id")
+        n, sample = _compare(silver.select(F.col("id").alias(key), "score"), gold, [key], ["score"])
+        what = f"{table_key} whose id or score differs from Silver"
+    elif table_key == "subreddit_daily":
+        keys = ["subreddit_id", "activity_date"]
+        per_day = (
+            posts.groupBy("subreddit_id", F.col("created_date").alias("activity_date")).agg(F.count("*").alias("posts"))
+            .join(comments.groupBy("subreddit_id", F.col("created_date").alias("activity_date"))
+                  .agg(F.count("*").alias("comments")), keys, "full_outer")
+            .fillna(0, ["posts", "comments"])
+        )
+        n, sample = _compare(per_day, gold, keys, ["posts", "comments"])
+        what = "subreddit-days whose post or comment count differs from Silver"
+    else:
+        per_post = posts.select(F.col("id").alias("post_id"), F.col("score").alias("post_score")).join(
+            comments.groupBy("post_id").agg(F.count("*").alias("comments")), "post_id", "left"
+        ).fillna(0, ["comments"])
+        n, sample = _compare(per_post, gold, ["post_id"], ["post_score", "comments"])
+        what = "posts whose score or comment count differs from Silver"
+    totals = gold.agg(F.count("*").alias("rows")).first().rows
+    return CheckOutcome(
+        passed=n == 0,
+        summary=f"{n:,} {what}" if n else f"{totals:,} rows add up to Silver",
+        metrics={"gold_rows": totals, "silver_posts": _total_records(spark, SILVER[Entity.POST].identifier),
+                 "silver_comments": _total_records(spark, SILVER[Entity.COMMENT].identifier), "mismatched_keys": n},
+        sample=sample,
+        sample_columns=list(sample[0]) if sample else [],
+    )
+
+
+def gold_freshness(spark: SparkSession, table_key: str, sources: list[str]) -> CheckOutcome:
+    """Gold has read every Silver change: its watermarks reach each source's latest `_updated_at`."""
+    gold_table = GOLD[table_key].identifier
+    lag = {}
+    for source in sources:
+        mark = tables.watermark(spark, gold_table, source)
+        high = spark.table(source).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
+        if high is not None:
+            lag[source] = (high - int(mark or 0)) / 1e6
+    behind = {s: v for s, v in lag.items() if v > 0}
+    last = spark.table(gold_table).agg(F.max("loaded_at").alias("m")).first().m
+    return CheckOutcome(
+        passed=not behind,
+        summary=", ".join(f"{s} changed {v:,.0f} s after Gold last read it" for s, v in behind.items())
+        or "Gold has read every Silver change",
+        metrics={"last_loaded_at": str(last), **{f"lag_seconds {s}": round(v, 3) for s, v in lag.items()}},
+    )
