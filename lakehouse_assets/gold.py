@@ -4,10 +4,10 @@ import dagster as dg
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import pipeline
-from lakehouse.contracts import GOLD
+from lakehouse import pipeline, quality
+from lakehouse.contracts import GOLD, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import table_metadata
+from lakehouse_assets.metadata import check_result, table_metadata
 from resources import SparkResource
 
 SILVER_POSTS = dg.AssetKey(["silver", "posts"])
@@ -84,6 +84,31 @@ def gold_asset(table_key: str) -> dg.AssetsDefinition:
     return _gold
 
 
+def gold_checks(table_key: str) -> list[dg.AssetChecksDefinition]:
+    """Gold is complete by database standards: the documented schema, numbers that add up to Silver, up to date."""
+    key = dg.AssetKey(["gold", table_key])
+    contract = GOLD[table_key]
+    sources = [SILVER[Entity.POST if k == SILVER_POSTS else Entity.COMMENT].identifier for k in DEPS[table_key]]
+
+    @dg.asset_check(asset=key, name="schema_matches_contract",
+                    description="Column names, order, types and nullability exactly as in docs/tables.md.")
+    def _schema(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        return check_result(context, quality.schema_matches(spark.spark_session, contract))
+
+    @dg.asset_check(asset=key, name="reconciles_with_silver",
+                    description="Per key, Gold's rows and counts equal what Silver holds.")
+    def _reconciled(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        return check_result(context, quality.gold_reconciled(spark.spark_session, table_key))
+
+    @dg.asset_check(asset=key, name="fresh",
+                    description="Gold has read every Silver change (its watermarks reach Silver's latest update).")
+    def _fresh(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        outcome = quality.gold_freshness(spark.spark_session, table_key, sources)
+        return check_result(context, outcome, dg.AssetCheckSeverity.WARN)
+
+    return [_schema, _reconciled, _fresh]
+
+
 gold_assets = [gold_asset(k) for k in GOLD]
 
-defs = dg.Definitions(assets=gold_assets)
+defs = dg.Definitions(assets=gold_assets, asset_checks=[c for k in GOLD for c in gold_checks(k)])

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse import tables
 from lakehouse.contracts import TableContract
+from lakehouse.quality import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
 
 PREVIEW_ROWS = 5
@@ -63,3 +64,28 @@ def table_metadata(spark: SparkSession, contract: TableContract, **extra: Any) -
     }
     meta.update(extra)
     return meta
+
+
+def check_result(
+    context: dg.AssetCheckExecutionContext | dg.OpExecutionContext,
+    outcome: CheckOutcome,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    check_name: str | None = None,
+    asset_key: dg.AssetKey | None = None,
+) -> dg.AssetCheckResult:
+    """An `AssetCheckResult` with the outcome's counts and offending rows; a failure is also logged in the run."""
+    metadata: dict[str, Any] = {"summary": outcome.summary, **outcome.metrics}
+    if outcome.sample:
+        metadata["offending_rows"] = dg.MetadataValue.md(markdown_table(outcome.sample, outcome.sample_columns))
+    if not outcome.passed:
+        name = check_name or "check"
+        log = context.log.error if severity is dg.AssetCheckSeverity.ERROR else context.log.warning
+        log(f"{name} failed ({severity.value}): {outcome.summary}")
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.summary,
+        metadata=metadata,
+        check_name=check_name,
+        asset_key=asset_key,
+    )

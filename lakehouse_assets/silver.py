@@ -1,13 +1,12 @@
 """Silver: Bronze rows typed, cleaned and MERGEd one row per id; rows breaking the contract quarantined."""
 
 import dagster as dg
-from pyspark.sql import functions as F
 
-from lakehouse import pipeline
+from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import markdown_table, table_metadata
-from resources import SparkResource
+from lakehouse_assets.metadata import check_result, markdown_table, table_metadata
+from resources import LakehouseResource, SparkResource
 
 
 def silver_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -75,40 +74,60 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
 silver_posts = silver_asset(Entity.POST)
 silver_comments = silver_asset(Entity.COMMENT)
 
-def primary_key_check(entity: Entity) -> dg.AssetChecksDefinition:
-    table = SILVER[entity].identifier
+def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
+    """Silver is typed, unique and complete; these gate Gold (blocking), the quarantine rate only warns."""
+    key = dg.AssetKey(["silver", entity.plural])
+    quarantine_key = dg.AssetKey(["silver", f"{entity.plural}_quarantine"])
 
     @dg.asset_check(
-        asset=dg.AssetKey(["silver", entity.plural]),
-        name="primary_key_unique",
-        description=f"Every {entity.value} id is present and appears once; Gold waits for this (blocking).",
-        blocking=True,
+        asset=key, name="primary_key_unique", blocking=True,
+        description=f"Every {entity.value} id is present and appears once.",
     )
-    def _check(spark: SparkResource) -> dg.AssetCheckResult:
-        session = spark.spark_session
-        row = session.table(table).agg(
-            F.count("*").alias("rows"), F.countDistinct("id").alias("ids"), F.count("id").alias("non_null")
-        ).first()
-        duplicated = (
-            session.table(table).groupBy("id").count().where("count > 1").orderBy(F.desc("count")).limit(5).collect()
-        ) if row.rows != row.ids else []
-        return dg.AssetCheckResult(
-            passed=row.rows == row.ids == row.non_null,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "rows": row.rows,
-                "distinct_ids": row.ids,
-                "null_ids": row.rows - row.non_null,
-                "duplicated_ids": dg.MetadataValue.md(
-                    markdown_table([d.asDict() for d in duplicated], ["id", "count"]) if duplicated else "none"
-                ),
-            },
-        )
+    def _primary_key(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        return check_result(context, quality.silver_primary_key(spark.spark_session, entity))
 
-    return _check
+    value_specs = [
+        dg.AssetCheckSpec(
+            "types_and_ranges", asset=key, blocking=True,
+            description="Columns exactly as documented; timestamps between Reddit's launch and now; required values "
+            "present" + ("; sentiment in [-1, 1]." if entity is Entity.COMMENT else "."),
+        )
+    ]
+    if entity is Entity.COMMENT:
+        value_specs.append(dg.AssetCheckSpec(
+            "post_id_parsed", asset=key, blocking=True,
+            description="Every comment's post_id is the post id in its permalink.",
+        ))
+
+    @dg.multi_asset_check(specs=value_specs, name=f"silver_{entity.plural}_values")
+    def _values(context: dg.AssetCheckExecutionContext, spark: SparkResource):
+        # One scan of Silver answers both checks.
+        types, post_id = quality.silver_values(spark.spark_session, entity, pipeline.utcnow())
+        yield check_result(context, types, check_name="types_and_ranges", asset_key=key)
+        if post_id is not None:
+            yield check_result(context, post_id, check_name="post_id_parsed", asset_key=key)
+
+    @dg.asset_check(
+        asset=key, name="bronze_reconciled", blocking=True,
+        description="Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
+    )
+    def _reconciled(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        return check_result(context, quality.bronze_reconciled(spark.spark_session, entity))
+
+    @dg.asset_check(
+        asset=quarantine_key, name="quarantine_rate", blocking=False,
+        description="The share of the latest batch quarantined stays under LAKEHOUSE_QUARANTINE_MAX_RATE (warns).",
+    )
+    def _rate(
+        context: dg.AssetCheckExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
+    ) -> dg.AssetCheckResult:
+        outcome = quality.quarantine_rate(spark.spark_session, entity, lakehouse.quarantine_max_rate[entity.value])
+        return check_result(context, outcome, dg.AssetCheckSeverity.WARN)
+
+    return [_primary_key, _values, _reconciled, _rate]
 
 
 defs = dg.Definitions(
     assets=[silver_posts, silver_comments],
-    asset_checks=[primary_key_check(e) for e in Entity],
+    asset_checks=[check for e in Entity for check in silver_checks(e)],
 )

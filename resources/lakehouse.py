@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.settings import Environment, LakehouseSettings, load_settings
+from lakehouse.settings import DEFAULT_QUARANTINE_MAX_RATE, Environment, LakehouseSettings, load_settings
 
 
 class LakehouseResource(dg.ConfigurableResource):
@@ -12,10 +12,13 @@ class LakehouseResource(dg.ConfigurableResource):
 
     environment: str = Environment.LOCAL.value
     home: str = ".lakehouse"
+    # The quarantine_rate checks warn when more than this share of a batch's rows is quarantined, per entity.
+    quarantine_max_rate: dict[str, float] = dict(DEFAULT_QUARANTINE_MAX_RATE)
 
     @classmethod
     def from_settings(cls, settings: LakehouseSettings) -> "LakehouseResource":
-        return cls(environment=settings.environment.value, home=str(settings.home_abs))
+        return cls(environment=settings.environment.value, home=str(settings.home_abs),
+                   quarantine_max_rate=settings.quarantine_max_rate)
 
     @property
     def settings(self) -> LakehouseSettings:

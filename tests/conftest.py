@@ -50,6 +50,11 @@ def spark(settings):
 @pytest.fixture
 def lakehouse(spark, settings):
     """An empty lakehouse: no tables, an empty landing zone. Yields the landing zone."""
+    return empty_lakehouse(spark, settings)
+
+
+def empty_lakehouse(spark, settings):
+    """Drop every table and clear the landing zone; returns the (empty) landing zone."""
     from lakehouse import tables
     from lakehouse.landing import LocalLandingZone
     from lakehouse.settings import NAMESPACES

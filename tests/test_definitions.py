@@ -80,3 +80,19 @@ def test_small_sensor_batches_get_a_quick_starting_jvm():
     forced = SparkResource.from_settings(load_settings({"LAKEHOUSE_SPARK_QUICK_JIT": "off"}))
     forced._run_tags = {BATCH_BYTES_TAG: "1"}
     assert forced._wants_quick_jit() is False
+
+
+def test_every_layer_is_checked_and_the_gates_block():
+    graph = load_defs().resolve_asset_graph()
+    specs = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
+    blocking = {k for k, s in specs.items() if s.blocking}
+    for e in Entity:
+        assert {(f"bronze/{e.plural}", n) for n in ("rows_match_file", "ingestion_metadata_complete")} <= blocking
+        assert {(f"silver/{e.plural}", n) for n in ("primary_key_unique", "types_and_ranges",
+                                                    "bronze_reconciled")} <= blocking
+        assert (f"bronze/{e.plural}", "header_matches_contract") in set(specs) - blocking
+        assert (f"silver/{e.plural}_quarantine", "quarantine_rate") in set(specs) - blocking
+    assert ("silver/comments", "post_id_parsed") in blocking
+    for table in ("posts", "comments", "subreddit_daily", "post_engagement"):
+        assert {(f"gold/{table}", n) for n in ("schema_matches_contract", "reconciles_with_silver", "fresh")} <= set(specs)
+    assert all(s.description for s in specs.values())

@@ -160,9 +160,11 @@ def test_a_failing_blocking_check_stops_gold(spark, settings, lakehouse, tmp_pat
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
-    checks = {e.asset_check_key.asset_key.to_user_string(): e.passed
-              for e in result.get_asset_check_evaluations()}
-    assert checks == {"silver/posts": False, "silver/comments": True}
+    failed = {(e.asset_check_key.asset_key.to_user_string(), e.check_name)
+              for e in result.get_asset_check_evaluations()
+              if not e.passed and e.severity is dg.AssetCheckSeverity.ERROR}
+    assert ("silver/posts", "primary_key_unique") in failed
+    assert {asset for asset, _ in failed} == {"silver/posts"}, failed
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "gold/posts" not in materialized and "gold/subreddit_daily" not in materialized
     assert snapshot_ids(spark)["gold.posts"] == gold_before

@@ -1,0 +1,220 @@
+"""Bad input, end to end: every case is landed beside good files in one batch, the whole graph runs once through
+Dagster, and each case's outcome is asserted: rejected with a reason (file kept, message in the run log) or loaded
+with its bad rows quarantined under a reason code, and no row lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pytest
+
+from lakehouse.contracts import SOURCE_HEADERS, Entity
+from lakehouse.landing import entity_prefix
+
+pytestmark = pytest.mark.slow
+
+POST_HEADER = ",".join(SOURCE_HEADERS[Entity.POST])
+COMMENT_HEADER = ",".join(SOURCE_HEADERS[Entity.COMMENT])
+CREATED = "1648771149"
+
+
+def post_row(pid: str, score: str = "5", created: str = CREATED, selftext: str = "some text") -> str:
+    return (f"post,{pid},2qh1i,TestSub,false,{created},https://old.reddit.com/r/testsub/comments/{pid}/t/,"
+            f'self.testsub,,"{selftext}","title of {pid}",{score}\n')
+
+
+def comment_row(cid: str, post: str = "good1", score: str = "2", sentiment: str = "0.25", body: str = "a comment",
+                permalink: str | None = None) -> str:
+    link = permalink or f"https://old.reddit.com/r/testsub/comments/{post}/t/{cid}/"
+    return f'comment,{cid},2qh1i,TestSub,false,{CREATED},{link},"{body}",{sentiment},{score}\n'
+
+
+def posts(*rows: str, header: str = POST_HEADER) -> bytes:
+    return (header + "\n" + "".join(rows)).encode()
+
+
+def comments(*rows: str) -> bytes:
+    return (COMMENT_HEADER + "\n" + "".join(rows)).encode()
+
+
+@dataclass
+class Case:
+    name: str
+    entity: Entity
+    data: bytes
+    status: str  # loaded | rejected
+    reason: str | None = None  # rejection reason code
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason code -> rows
+    silver_ids: set[str] = field(default_factory=set)  # ids this file must put in Silver
+    rows: int = 0  # Bronze rows expected from the file
+
+    @property
+    def key(self) -> str:
+        return f"{entity_prefix(self.entity)}{self.name}.csv"
+
+
+BIG = "word " * 210_000  # a 1 MB text field
+
+CASES = [
+    Case("empty", Entity.POST, b"", "rejected", "empty_file"),
+    Case("header_only", Entity.POST, posts(), "loaded"),
+    Case("wrong_columns", Entity.POST, comments(comment_row("wc1")), "rejected", "wrong_entity"),
+    Case("missing_column", Entity.POST, posts("post,mc1,2qh1i,x,false\n", header=POST_HEADER.replace(",score", "")),
+         "rejected", "missing_columns"),
+    Case("extra_column", Entity.POST,
+         posts(post_row("xc1").rstrip("\n") + ",7\n", post_row("xc2").rstrip("\n") + ",\n", header=POST_HEADER + ",gilded"),
+         "loaded", silver_ids={"xc1", "xc2"}, rows=2),
+    Case("wrong_delimiter", Entity.POST, posts(post_row("wd1").replace(",", ";"), header=POST_HEADER.replace(",", ";")),
+         "rejected", "wrong_delimiter"),
+    Case("gzip", Entity.POST, gzip.compress(posts(post_row("gz1"))), "rejected", "not_csv"),
+    Case("binary", Entity.POST, bytes(range(256)) * 8, "rejected", "not_csv"),
+    Case("not_utf8", Entity.COMMENT,
+         comments(comment_row("nu1")) + comment_row("nu2", body="caf\xe9 cr\xe8me").encode("latin-1")
+         + comment_row("nu3").encode(),
+         "loaded", quarantined={"invalid_utf8": 1}, silver_ids={"nu1", "nu3"}, rows=3),
+    # A quote never closed: Spark would silently run the following records into this field.
+    Case("unterminated_quote", Entity.COMMENT,
+         comments(comment_row("uq1"), comment_row("uq2", body="x").replace('"x"', '"never closed'),
+                  comment_row("uq3"), comment_row("uq4")),
+         "rejected", "bad_quoting"),
+    Case("truncated_last_line", Entity.POST, posts(post_row("tl1"), post_row("tl2"))
+         + b"post,tl3,2qh1i,TestSub,false,16487", "loaded",
+         quarantined={"malformed_record": 1}, silver_ids={"tl1", "tl2"}, rows=3),
+    Case("one_mb_field", Entity.POST, posts(post_row("mb1", selftext=BIG), post_row("mb2")), "loaded",
+         silver_ids={"mb1", "mb2"}, rows=2),
+    Case("not_numbers", Entity.COMMENT,
+         comments(comment_row("nn1", score="12abc"), comment_row("nn2", sentiment="high"), comment_row("nn3")),
+         "loaded", quarantined={"invalid_score": 1, "invalid_sentiment": 1}, silver_ids={"nn3"}, rows=3),
+    Case("milliseconds", Entity.POST, posts(post_row("ms1", created=CREATED + "000"), post_row("ms2")), "loaded",
+         quarantined={"created_utc_in_milliseconds": 1}, silver_ids={"ms2"}, rows=2),
+    Case("duplicate_ids", Entity.POST, posts(post_row("du1", score="1"), post_row("du1", score="9"), post_row("du2")),
+         "loaded", silver_ids={"du1", "du2"}, rows=3),
+    Case("permalink_without_post", Entity.COMMENT,
+         comments(comment_row("np1", permalink="https://old.reddit.com/r/testsub/wiki/np1/"), comment_row("np2")),
+         "loaded", quarantined={"missing_post_id": 1}, silver_ids={"np2"}, rows=2),
+]
+GOOD = [
+    Case("good_posts", Entity.POST, posts(post_row("good1"), post_row("good2")), "loaded",
+         silver_ids={"good1", "good2"}, rows=2),
+    Case("good_comments", Entity.COMMENT, comments(comment_row("gc1"), comment_row("gc2", post="good2")), "loaded",
+         silver_ids={"gc1", "gc2"}, rows=2),
+]
+BY_NAME = {c.name: c for c in CASES + GOOD}
+
+
+@pytest.fixture(scope="module")
+def landed(spark, settings):
+    """Land every case and the good files at once, run the whole graph once, keep what the run reported."""
+    from tests.conftest import empty_lakehouse
+
+    zone = empty_lakehouse(spark, settings)
+    for case in CASES + GOOD:
+        path = zone.path_for(case.key)
+        path.write_bytes(case.data)
+    from lakehouse_assets.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, raise_on_error=False)
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    return zone, result, messages
+
+
+def _q(spark, sql: str):
+    return spark.sql(sql).collect()
+
+
+def test_the_run_succeeds_and_only_warnings_fail(landed):
+    _, result, _ = landed
+    assert result.success
+    failed = {(e.asset_check_key.asset_key.to_user_string(), e.check_name, e.severity.value)
+              for e in result.get_asset_check_evaluations() if not e.passed}
+    # Rejected files and a new column make the header checks warn; the comment batch's quarantine share too.
+    assert failed == {
+        ("bronze/posts", "header_matches_contract", "WARN"),
+        ("bronze/comments", "header_matches_contract", "WARN"),
+        ("silver/posts_quarantine", "quarantine_rate", "WARN"),
+        ("silver/comments_quarantine", "quarantine_rate", "WARN"),
+    }
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_outcome(landed, spark, name):
+    zone, _, messages = landed
+    case = BY_NAME[name]
+    path = zone.path_for(case.key)
+    assert path.read_bytes() == case.data  # the landed file is kept as it arrived
+    uri = path.as_uri()
+    entity = case.entity
+    [entry] = _q(spark, f"SELECT status, reason, message, rows, source_records, extra_columns "
+                        f"FROM bronze.ingestion_log WHERE source_uri = '{uri}'")
+    assert (entry.status, entry.reason) == (case.status, case.reason)
+    bronze = _q(spark, f"SELECT trim(id) AS id, _source_row FROM bronze.{entity.plural} WHERE _source_uri = '{uri}'")
+    assert len(bronze) == entry.rows == case.rows
+    if case.status == "rejected":
+        assert entry.message
+        assert any(m and case.key in m and case.reason in m for m in messages), "no error in the run log"
+        return
+    assert entry.source_records == case.rows
+    quarantined = Counter(r.reason for r in _q(
+        spark, f"SELECT reason FROM silver.{entity.plural}_quarantine WHERE _source_uri = '{uri}'"))
+    assert dict(quarantined) == case.quarantined
+    in_silver = {r.id for r in _q(spark, f"SELECT id FROM silver.{entity.plural} WHERE _source_uri = '{uri}'")}
+    assert in_silver == case.silver_ids
+    # No row lost or duplicated: each Bronze row is in Silver, quarantined, or an older version of an id.
+    collapsed = len(bronze) - len(in_silver) - sum(case.quarantined.values())
+    assert collapsed == (1 if name == "duplicate_ids" else 0)
+
+
+def test_schema_drift_is_kept_in_bronze_and_reported(landed, spark):
+    _, _, messages = landed
+    uri = landed[0].path_for(BY_NAME["extra_column"].key).as_uri()
+    rows = _q(spark, f"SELECT id, _extra_columns FROM bronze.posts WHERE _source_uri = '{uri}' ORDER BY id")
+    assert [(r.id, r._extra_columns) for r in rows] == [("xc1", {"gilded": "7"}), ("xc2", {"gilded": None})]
+    [entry] = _q(spark, f"SELECT extra_columns, message FROM bronze.ingestion_log WHERE source_uri = '{uri}'")
+    assert entry.extra_columns == ["gilded"] and "schema drift" in entry.message
+
+
+def test_bad_rows_keep_their_raw_values(landed, spark):
+    rows = _q(spark, "SELECT id, score, created_utc, _raw_record FROM silver.posts_quarantine ORDER BY id")
+    by_id = {r.id: r for r in rows}
+    assert by_id["ms1"].created_utc == CREATED + "000"
+    assert by_id["tl3"]._raw_record == "post,tl3,2qh1i,TestSub,false,16487"
+    [nu2] = _q(spark, "SELECT body, reason FROM silver.comments_quarantine WHERE id = 'nu2'")
+    assert nu2.body == "caf\ufffd cr\ufffdme"  # what Spark made of the Latin-1 bytes; the landed file has them
+
+
+def test_good_and_odd_rows_reach_gold(landed, spark):
+    gold_posts = {r.post_id: r for r in _q(spark, "SELECT post_id, score, length(selftext) AS n FROM gold.posts")}
+    expected = set().union(*(c.silver_ids for c in CASES + GOOD if c.entity is Entity.POST))
+    assert set(gold_posts) == expected
+    assert gold_posts["du1"].score == 9  # the later row of the file wins
+    assert gold_posts["mb1"].n == len(BIG.strip())
+    engagement = {r.post_id: r.comments for r in _q(spark, "SELECT post_id, comments FROM gold.post_engagement")}
+    # good1 has every valid comment of the comment cases; good2 the one good comment landed for it.
+    assert engagement["good2"] == 1
+    assert engagement["good1"] == sum(len(c.silver_ids) for c in CASES + GOOD if c.entity is Entity.COMMENT) - 1
+
+
+def test_every_rejected_file_has_its_reason_in_the_bronze_metadata(landed):
+    _, result, _ = landed
+    for entity in Entity:
+        [mat] = [e for e in result.get_asset_materialization_events()
+                 if e.asset_key == dg.AssetKey(["bronze", entity.plural])]
+        table = mat.materialization.metadata["files"].value
+        for case in CASES:
+            if case.entity is entity and case.status == "rejected":
+                assert case.key in table and case.reason in table
+
+
+def test_records_counted_by_hand_match(landed):
+    """The fixture's own expectations agree with Python's CSV module, so a wrong row count above is real."""
+    for case in CASES + GOOD:
+        if case.status == "loaded" and case.name != "not_utf8":
+            text = case.data.decode()
+            assert sum(1 for r in csv.reader(io.StringIO(text)) if r) - 1 == case.rows, case.name
