@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+ASSET_STEPS = {"bronze__posts", "bronze__comments", "silver_posts", "silver_comments", "gold__posts",
+               "gold__comments", "gold__subreddit_daily", "gold__post_engagement"}
+
+
+def _seconds(text: str) -> float:
+    """Dagster's durations: `850ms`, `12.3s`, `1m 2s`, `1h 2m`."""
+    total = 0.0
+    for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", text):
+        total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
 BIN = Path(sys.executable).parent
 
 
@@ -48,6 +59,12 @@ def main() -> int:
             run = measure([str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions",
                            "--select", "*"], env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
         steps = [line.split(" - ")[-1].strip() for line in log.read_text().splitlines() if "STEP_SUCCESS" in line]
+        step_seconds = {}
+        for line in steps:  # Finished execution of step "silver_posts" in 1m 2s.
+            match = re.search(r'step "([^"]+)" in (.+)\.$', line)
+            if match:
+                step_seconds[match.group(1)] = _seconds(match.group(2))
+        checks_s = sum(v for k, v in step_seconds.items() if k not in ASSET_STEPS)
         counts = subprocess.run([str(BIN / "lakehouse"), "tables"], env=env, check=True, capture_output=True,
                                 text=True).stdout
         rows = sum(int(line.split()[1]) for line in counts.splitlines() if line.startswith("bronze.posts")
@@ -58,6 +75,10 @@ def main() -> int:
             "raw_rows": rows,
             "rows_per_second": round(rows / run["seconds"]),
             "steps": steps,
+            "asset_step_seconds": round(sum(step_seconds.values()) - checks_s, 1),
+            "check_step_seconds": round(checks_s, 1),
+            # Checks as a share of the run's wall time (process start, Spark start and commits included).
+            "check_share_of_run": round(checks_s / run["seconds"], 3),
             "tables": counts.strip().splitlines(),
         }
         print(json.dumps(result, indent=2))

@@ -316,7 +316,14 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
     bronze = reader.load(bronze_table).join(F.broadcast(batches), "_batch_id", "left_semi")
 
     now = now or utcnow()
-    typed = silver_tf.typed(bronze, entity, now).persist()
+    # Files Bronze's scan found bytes that are not UTF-8 in (or loaded before it counted them).
+    suspects = [
+        r.source_uri for r in spark.table(INGESTION_LOG.identifier)
+        .where((F.col("entity") == entity.value) & (F.col("status") == LOADED)
+               & F.coalesce(F.col("invalid_utf8_records") > 0, F.lit(True)))
+        .select("source_uri").distinct().collect()
+    ]
+    typed = silver_tf.typed(bronze, entity, now, suspects).persist()
     try:
         # One pass for the totals and the reason codes.
         stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()

@@ -6,7 +6,8 @@ inside an AWS job.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import Iterable
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, Window
@@ -63,39 +64,58 @@ def _rule(condition: SparkColumn, code: str) -> SparkColumn:
     return F.when(condition, F.lit(code))
 
 
-def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
-    """Type and clean Bronze rows; `reasons` lists every broken rule (empty when the row is valid)."""
+def typed(
+    bronze: DataFrame, entity: Entity, now: datetime, suspect_uris: Iterable[str] | None = None
+) -> DataFrame:
+    """Type and clean Bronze rows; `reasons` lists every broken rule (empty when the row is valid).
+
+    `suspect_uris` are the files Bronze's scan found bytes that are not UTF-8 in: only their rows are searched
+    for the U+FFFD Spark decoded those bytes to (None searches every row; a U+FFFD a valid file really holds
+    is data, not an error).
+    """
+    now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    lowest, highest = REDDIT_EPOCH.replace(tzinfo=timezone.utc).timestamp(), now.timestamp()
+
+    def in_range(seconds: SparkColumn) -> SparkColumn:
+        return F.coalesce((seconds >= lowest) & (seconds <= highest), F.lit(False))
+
+    # Parse once, in a projection of its own: the rules and the columns below reference these several times.
     created_raw = F.trim(F.col("created_utc"))
-    created_ok = created_raw.rlike(EPOCH_NUMBER)
-    seconds = F.when(created_ok, created_raw.cast("double"))
+    parsed = {
+        "_seconds": F.when(created_raw.rlike(EPOCH_NUMBER), created_raw.cast("double")),
+        "_score": F.when(F.trim(F.col("score")).rlike(INTEGER), F.trim(F.col("score")).cast("int")),
+        "_nsfw": F.when(F.lower(F.trim(F.col("subreddit_nsfw"))) == "true", True)
+        .when(F.lower(F.trim(F.col("subreddit_nsfw"))) == "false", False),
+    }
+    if entity is Entity.COMMENT:
+        sentiment_raw = F.trim(F.col("sentiment"))
+        parsed["_sentiment"] = F.when(sentiment_raw.rlike(DECIMAL), sentiment_raw.cast("double"))
+        parsed["_post_id"] = F.regexp_extract(F.col("permalink"), POST_ID_IN_PERMALINK, 1)
+    source_columns = [c for c in bronze.columns if not c.startswith("_")]
+    replaced = F.lit(False)
+    if suspect_uris is None or suspect_uris:
+        for c in source_columns:
+            replaced = replaced | F.coalesce(F.instr(F.col(c), "\ufffd") > 0, F.lit(False))
+        if suspect_uris is not None:
+            replaced = F.col("_source_uri").isin(sorted(suspect_uris)) & replaced
+    bronze = bronze.select("*", *[expr.alias(name) for name, expr in parsed.items()])
 
-    def as_timestamp(value: SparkColumn) -> SparkColumn:
-        return F.when(value <= MAX_EPOCH_SECONDS, F.timestamp_seconds(value.cast("bigint")))
-
-    def in_range(ts: SparkColumn) -> SparkColumn:
-        return F.coalesce((ts >= F.lit(REDDIT_EPOCH)) & (ts <= F.lit(now)), F.lit(False))
-
-    created = as_timestamp(seconds)
+    seconds, score, nsfw = F.col("_seconds"), F.col("_score"), F.col("_nsfw")
+    created = F.when(seconds <= MAX_EPOCH_SECONDS, F.timestamp_seconds(seconds.cast("bigint")))
     # An export that wrote epoch milliseconds: flagged as such, never guessed into seconds.
-    millis = seconds.isNotNull() & ~in_range(created) & in_range(as_timestamp(seconds / 1000))
-    source_text = F.concat_ws("", *[F.col(c) for c in bronze.columns if not c.startswith("_")])
-    score_raw = F.trim(F.col("score"))
-    score = F.when(score_raw.rlike(INTEGER), score_raw.cast("int"))
-    nsfw_raw = F.lower(F.trim(F.col("subreddit_nsfw")))
-    nsfw = F.when(nsfw_raw == "true", True).when(nsfw_raw == "false", False)
-
+    millis = ~in_range(seconds) & in_range(seconds / 1000)
     rules = [
         _rule(F.col("_raw_record").isNotNull(), "malformed_record"),
         # Spark decodes bytes that are not UTF-8 as U+FFFD; the landed file keeps the original bytes.
-        _rule(source_text.contains("\ufffd"), "invalid_utf8"),
+        _rule(replaced, "invalid_utf8"),
         _rule(_blank(F.col("id")), "missing_id"),
         _rule(_blank(F.col("subreddit_id")) | _blank(F.col("subreddit_name")), "missing_subreddit"),
         _rule(_blank(F.col("permalink")), "missing_permalink"),
         _rule(F.col("type").isNotNull() & (F.trim(F.col("type")) != entity.value), "wrong_type"),
         _rule(_blank(F.col("created_utc")), "missing_created_utc"),
-        _rule(~_blank(F.col("created_utc")) & ~created_ok, "invalid_created_utc"),
+        _rule(~_blank(F.col("created_utc")) & seconds.isNull(), "invalid_created_utc"),
         _rule(millis, "created_utc_in_milliseconds"),
-        _rule(seconds.isNotNull() & ~in_range(created) & ~millis, "created_utc_out_of_range"),
+        _rule(seconds.isNotNull() & ~in_range(seconds) & ~millis, "created_utc_out_of_range"),
         _rule(_blank(F.col("score")), "missing_score"),
         _rule(~_blank(F.col("score")) & score.isNull(), "invalid_score"),
         _rule(~_blank(F.col("subreddit_nsfw")) & nsfw.isNull(), "invalid_nsfw"),
@@ -120,9 +140,7 @@ def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
             "score": score,
         }
     else:
-        sentiment_raw = F.trim(F.col("sentiment"))
-        sentiment = F.when(sentiment_raw.rlike(DECIMAL), sentiment_raw.cast("double"))
-        post_id = F.regexp_extract(F.col("permalink"), POST_ID_IN_PERMALINK, 1)
+        sentiment, post_id = F.col("_sentiment"), F.col("_post_id")
         rules += [
             _rule(_blank(F.col("sentiment")), "missing_sentiment"),
             _rule(~_blank(F.col("sentiment")) & sentiment.isNull(), "invalid_sentiment"),
@@ -144,7 +162,7 @@ def typed(bronze: DataFrame, entity: Entity, now: datetime) -> DataFrame:
         *lineage,
         reasons.alias("reasons"),
         # Keep the raw strings so a quarantined row is stored exactly as received.
-        F.struct(*[F.col(c) for c in bronze.columns if not c.startswith("_")]).alias("_raw"),
+        F.struct(*[F.col(c) for c in source_columns]).alias("_raw"),
     )
 
 
