@@ -22,14 +22,15 @@ sys.path.insert(0, str(REPO))
 from lakehouse.contracts import Entity  # noqa: E402
 from lakehouse.generator import generate  # noqa: E402
 from lakehouse.landing import LocalLandingZone  # noqa: E402
-from lakehouse.query import QueryEngine, local_catalog  # noqa: E402
+from lakehouse.catalog import catalog_for  # noqa: E402
+from lakehouse.query import QueryEngine  # noqa: E402
 from lakehouse.settings import load_settings  # noqa: E402
 from tests.daemon import DagsterServices  # noqa: E402
 
 
 def gold_posts(home: Path) -> int:
     try:
-        engine = QueryEngine(local_catalog(load_settings({"LAKEHOUSE_HOME": str(home)})))
+        engine = QueryEngine(catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)})))
         return engine.sql("SELECT count(*) FROM gold.posts").fetchall()[0][0]
     except Exception:  # noqa: BLE001 - the table appears with the first run
         return 0

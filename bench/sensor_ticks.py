@@ -35,7 +35,7 @@ def main() -> int:
     from lakehouse import tables
     from lakehouse.contracts import INGESTION_LOG, Entity
     from lakehouse.landing import LocalLandingZone, entity_prefix
-    from lakehouse.query import local_catalog
+    from lakehouse.catalog import catalog_for
     from lakehouse.settings import load_settings
     from lakehouse.spark import get_spark
     from resources import LakehouseResource, LocalLandingZoneResource
@@ -45,7 +45,7 @@ def main() -> int:
     spark = get_spark(settings)
     tables.ensure_tables(spark, (INGESTION_LOG,))
     spark.stop()
-    catalog = local_catalog(settings)
+    catalog = catalog_for(settings)
     zone = LocalLandingZone(settings.landing_root)
     sensor = build_landing_sensor(settings)
     resources = {"landing": LocalLandingZoneResource(root=str(settings.landing_root)),

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lakehouse.contracts import Entity
-from lakehouse.settings import load_settings
+from lakehouse.settings import Environment, load_settings
 
 DAGSTER_YAML = """\
 # Written by `lakehouse init`.
@@ -26,6 +26,15 @@ concurrency:
 
 def cmd_init(args) -> int:
     settings = load_settings()
+    if settings.environment is Environment.AWS:
+        # Bootstrap an account: the Glue databases and every Iceberg table from its contract (no Spark needed).
+        from lakehouse.catalog import catalog_for, create_tables
+        from lakehouse.tables import TABLE_PROPERTIES
+
+        created = create_tables(catalog_for(settings), TABLE_PROPERTIES)
+        print(f"Glue catalog, warehouse {settings.warehouse_uri}: created {len(created)} tables "
+              f"{', '.join(created) or '(all existed)'}")
+        return 0
     from lakehouse.landing import LocalLandingZone
 
     LocalLandingZone(settings.landing_root).ensure_layout()
@@ -65,12 +74,20 @@ def cmd_land(args) -> int:
 
 
 def _engine():
-    from lakehouse.query import QueryEngine, local_catalog
+    from lakehouse.catalog import catalog_for
+    from lakehouse.query import QueryEngine
 
-    return QueryEngine(local_catalog(load_settings()))
+    return QueryEngine(catalog_for(load_settings()))
 
 
 def cmd_query(args) -> int:
+    settings = load_settings()
+    if settings.environment is Environment.AWS:
+        from resources.query import QueryResource
+
+        for row in QueryResource.from_settings(settings).sql(args.sql):
+            print("\t".join("NULL" if v is None else v for v in row))
+        return 0
     relation = _engine().sql(args.sql)
     if relation is None:
         return 0
@@ -79,9 +96,9 @@ def cmd_query(args) -> int:
 
 
 def cmd_tables(args) -> int:
-    from lakehouse.query import local_catalog
+    from lakehouse.catalog import catalog_for
 
-    catalog = local_catalog(load_settings())
+    catalog = catalog_for(load_settings())
     for ns in sorted(catalog.list_namespaces()):
         for ident in sorted(catalog.list_tables(ns)):
             table = catalog.load_table(ident)

@@ -14,19 +14,7 @@ import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from lakehouse.settings import CATALOG_NAME, NAMESPACES, LakehouseSettings
-
-
-def local_catalog(settings: LakehouseSettings) -> Catalog:
-    """pyiceberg's view of the same SQLite catalog Spark writes through JDBC."""
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    settings.home_abs.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(
-        CATALOG_NAME,
-        uri=f"sqlite:///{settings.catalog_db_path}",
-        warehouse=settings.warehouse_path.as_uri(),
-    )
+from lakehouse.settings import NAMESPACES
 
 
 def _local_path(uri: str) -> str:

@@ -52,7 +52,9 @@ class LakehouseSettings:
     s3_prefix: str = ""
     aws_region: str | None = None
     glue_warehouse: str | None = None
-    s3_endpoint: str | None = None  # a moto server in tests; None means AWS itself
+    aws_endpoint: str | None = None  # one endpoint for S3, Glue and Athena (a moto server in tests); None: AWS
+    athena_workgroup: str = "primary"
+    athena_output_location: str | None = None  # s3://... for query results; default: <bucket>/athena-results/
     # The landing-zone sensor: how often it looks, how many files one run ingests.
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
@@ -77,6 +79,17 @@ class LakehouseSettings:
     @property
     def catalog_db_path(self) -> Path:
         return self.home_abs / "catalog.db"
+
+    @property
+    def warehouse_uri(self) -> str:
+        """Where Iceberg data and metadata files go: a folder locally, S3 on AWS."""
+        if self.environment is Environment.LOCAL:
+            return self.warehouse_path.as_uri()
+        return self.glue_warehouse or f"s3://{self.s3_bucket}/warehouse"
+
+    @property
+    def athena_results_uri(self) -> str:
+        return self.athena_output_location or f"s3://{self.s3_bucket}/athena-results/"
 
     @property
     def dagster_home(self) -> Path:
@@ -104,7 +117,9 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
         glue_warehouse=env.get("LAKEHOUSE_GLUE_WAREHOUSE"),
-        s3_endpoint=env.get("LAKEHOUSE_S3_ENDPOINT"),
+        aws_endpoint=env.get("LAKEHOUSE_AWS_ENDPOINT") or env.get("LAKEHOUSE_S3_ENDPOINT"),
+        athena_workgroup=env.get("LAKEHOUSE_ATHENA_WORKGROUP", "primary"),
+        athena_output_location=env.get("LAKEHOUSE_ATHENA_OUTPUT"),
         sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
         sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
         sensor_max_runs_per_tick=int(env.get("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "25")),

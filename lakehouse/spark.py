@@ -52,10 +52,13 @@ def _glue_catalog_conf(settings: LakehouseSettings) -> dict[str, str]:
         prefix: "org.apache.iceberg.spark.SparkCatalog",
         f"{prefix}.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
         f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
-        f"{prefix}.warehouse": settings.glue_warehouse or f"s3://{settings.s3_bucket}/warehouse",
+        f"{prefix}.warehouse": settings.warehouse_uri,
     }
     if settings.aws_region:
         conf[f"{prefix}.client.region"] = settings.aws_region
+    if settings.aws_endpoint:  # an S3/Glue-compatible endpoint other than AWS (a test server, a VPC endpoint)
+        conf |= {f"{prefix}.glue.endpoint": settings.aws_endpoint, f"{prefix}.s3.endpoint": settings.aws_endpoint,
+                 f"{prefix}.s3.path-style-access": "true"}
     return conf
 
 

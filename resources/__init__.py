@@ -7,6 +7,7 @@ from dagster_aws.s3 import S3Resource
 from lakehouse.settings import Environment, LakehouseSettings
 from resources.lakehouse import LakehouseResource
 from resources.landing import LandingZoneResource, LocalLandingZoneResource, S3LandingZoneResource
+from resources.query import QueryResource
 from resources.spark import SparkResource
 
 
@@ -15,7 +16,7 @@ def landing_resource(settings: LakehouseSettings) -> LandingZoneResource:
         return S3LandingZoneResource(
             bucket=settings.s3_bucket or "",
             prefix=settings.s3_prefix,
-            s3=S3Resource(region_name=settings.aws_region, endpoint_url=settings.s3_endpoint),
+            s3=S3Resource(region_name=settings.aws_region, endpoint_url=settings.aws_endpoint),
         )
     return LocalLandingZoneResource(root=str(settings.landing_root))
 
@@ -25,11 +26,12 @@ def resources_for(settings: LakehouseSettings) -> dict:
     return {
         "lakehouse": LakehouseResource.from_settings(settings),
         "landing": landing_resource(settings),
+        "query": QueryResource.from_settings(settings),
         "spark": SparkResource.from_settings(settings),
     }
 
 
 __all__ = [
-    "LakehouseResource", "LandingZoneResource", "LocalLandingZoneResource", "S3LandingZoneResource",
+    "LakehouseResource", "LandingZoneResource", "LocalLandingZoneResource", "QueryResource", "S3LandingZoneResource",
     "SparkResource", "landing_resource", "resources_for",
 ]

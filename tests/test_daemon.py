@@ -10,7 +10,8 @@ import pytest
 from lakehouse.contracts import Entity
 from lakehouse.generator import generate
 from lakehouse.landing import LocalLandingZone
-from lakehouse.query import QueryEngine, local_catalog
+from lakehouse.catalog import catalog_for
+from lakehouse.query import QueryEngine
 from lakehouse.settings import load_settings
 from tests import expected as exp
 from tests.daemon import DagsterServices
@@ -26,7 +27,7 @@ SENSOR = """{ sensorOrError(sensorSelector: {repositoryName: "__repository__", r
 def gold_query(home, sql):
     """The query, or None while a table it names does not exist yet."""
     try:
-        return QueryEngine(local_catalog(load_settings({"LAKEHOUSE_HOME": str(home)}))).sql(sql).fetchall()
+        return QueryEngine(catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)}))).sql(sql).fetchall()
     except Exception:  # noqa: BLE001 - tables appear during the first run
         return None
 

@@ -25,9 +25,10 @@ def materialize_all():
 
 
 def engine(settings):
-    from lakehouse.query import QueryEngine, local_catalog
+    from lakehouse.catalog import catalog_for
+    from lakehouse.query import QueryEngine
 
-    return QueryEngine(local_catalog(settings))
+    return QueryEngine(catalog_for(settings))
 
 
 def snapshot_ids(spark) -> dict[str, int | None]:

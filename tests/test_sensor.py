@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import dagster as dg
@@ -132,27 +131,6 @@ def test_local_exactly_once_against_the_ingestion_log(local, spark):
 # --- S3 through a moto server on loopback -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
 @pytest.fixture
 def s3(moto_endpoint, lakehouse):
     import uuid
@@ -212,7 +190,8 @@ def test_s3_more_than_one_page_of_keys(s3):
 
 def test_a_run_dying_between_bronze_and_the_log_duplicates_nothing(local, spark, monkeypatch):
     """Restart safety: Bronze committed, the log did not (the process died); the next run rolls it back."""
-    from lakehouse.query import QueryEngine, local_catalog
+    from lakehouse.catalog import catalog_for
+    from lakehouse.query import QueryEngine
 
     zone, landing = local
     write(zone, "input/post/a.csv", post_csv("p1", "p2", "p3"))
@@ -224,7 +203,7 @@ def test_a_run_dying_between_bronze_and_the_log_duplicates_nothing(local, spark,
     with pytest.raises(RuntimeError):
         pipeline.ingest_bronze(spark, zone, Entity.POST)
     monkeypatch.undo()
-    q = QueryEngine(local_catalog(load_settings()))
+    q = QueryEngine(catalog_for(load_settings()))
     assert q.sql("SELECT count(*) FROM bronze.posts").fetchall()[0] == (3,)
 
     # Silver must not take the unrecorded batch meanwhile; the sensor still sees the file as pending.

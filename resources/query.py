@@ -1,0 +1,103 @@
+"""The SQL engine resource: DuckDB over the Iceberg tables locally, Amazon Athena on AWS (same SQL, same names).
+
+Athena goes through dagster-aws's `AthenaClient` (start, poll), extended with what a lakehouse needs from it: a
+result location and database, failures that name the query id and Athena's reason, and results read through the
+API page by page.
+"""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import dagster as dg
+from dagster_aws.athena.resources import AthenaClient, AthenaError, AthenaTimeout
+
+from lakehouse.settings import Environment, LakehouseSettings
+
+RUNNING_STATES = ("QUEUED", "RUNNING")
+
+
+class AthenaQueryError(AthenaError):
+    """An Athena query that did not succeed: its id, final state and Athena's reason."""
+
+    def __init__(self, query_id: str, state: str, reason: str):
+        super().__init__(f"Athena query {query_id} {state}: {reason}")
+        self.query_id, self.state, self.reason = query_id, state, reason
+
+
+class LakehouseAthenaClient(AthenaClient):
+    def __init__(self, client, workgroup: str, output_location: str | None, database: str | None = None,
+                 polling_interval: float = 1, max_polls: int = 600):
+        super().__init__(client, workgroup=workgroup, polling_interval=polling_interval, max_polls=max_polls)
+        self.output_location = output_location
+        self.database = database
+
+    def execute_query(self, query: str, fetch_results: bool = False):
+        params: dict = {"QueryString": query, "WorkGroup": self.workgroup}
+        if self.output_location:
+            params["ResultConfiguration"] = {"OutputLocation": self.output_location}
+        if self.database:
+            params["QueryExecutionContext"] = {"Catalog": "AwsDataCatalog", "Database": self.database}
+        query_id = self.client.start_query_execution(**params)["QueryExecutionId"]
+        try:
+            self._poll(query_id)
+        except AthenaTimeout as exc:
+            raise AthenaQueryError(query_id, "TIMEOUT", f"still running after {self.max_polls} polls") from exc
+        return self._results(query_id) if fetch_results else None
+
+    def _poll(self, execution_id: str) -> None:
+        for _ in range(self.max_polls):
+            status = self.client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]["Status"]
+            if status["State"] not in RUNNING_STATES:
+                break
+            time.sleep(self.polling_interval)
+        else:
+            raise AthenaTimeout()
+        if status["State"] != "SUCCEEDED":
+            reason = (status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage")
+                      or "no reason given")
+            raise AthenaQueryError(execution_id, status["State"], reason)
+
+    def _results(self, execution_id: str) -> list[tuple]:
+        """Rows as tuples of strings (None for NULL), header row dropped, every page read."""
+        rows: list[tuple] = []
+        for page in self.client.get_paginator("get_query_results").paginate(QueryExecutionId=execution_id):
+            rows.extend(tuple(d.get("VarCharValue") for d in r["Data"]) for r in page["ResultSet"]["Rows"])
+        return rows[1:] if rows else rows
+
+
+class QueryResource(dg.ConfigurableResource):
+    """`query.sql("SELECT ...")` -> rows: on DuckDB over the local catalog, or on Athena over the Glue catalog."""
+
+    environment: str = Environment.LOCAL.value
+    home: str = ".lakehouse"
+    aws_region: str | None = None
+    aws_endpoint: str | None = None
+    athena_workgroup: str = "primary"
+    athena_output_location: str | None = None
+    polling_interval: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: LakehouseSettings) -> "QueryResource":
+        return cls(
+            environment=settings.environment.value, home=str(settings.home_abs), aws_region=settings.aws_region,
+            aws_endpoint=settings.aws_endpoint, athena_workgroup=settings.athena_workgroup,
+            athena_output_location=settings.athena_results_uri if settings.environment is Environment.AWS else None,
+        )
+
+    def athena(self) -> LakehouseAthenaClient:
+        # Credentials from the standard AWS chain only.
+        client = boto3.client("athena", region_name=self.aws_region, endpoint_url=self.aws_endpoint)
+        return LakehouseAthenaClient(client, self.athena_workgroup, self.athena_output_location,
+                                     polling_interval=self.polling_interval)
+
+    def sql(self, query: str) -> list[tuple]:
+        if self.environment == Environment.AWS.value:
+            return self.athena().execute_query(query, fetch_results=True)
+        from lakehouse.catalog import catalog_for
+        from lakehouse.query import QueryEngine
+        from lakehouse.settings import load_settings
+
+        settings = load_settings({"LAKEHOUSE_ENV": self.environment, "LAKEHOUSE_HOME": self.home})
+        return QueryEngine(catalog_for(settings)).sql(query).fetchall()
