@@ -27,8 +27,10 @@ from lakehouse.standalone import standalone_cluster  # noqa: E402
 
 
 def run(home: Path, master: str, extra_conf: str, driver_memory: str) -> dict:
+    # The same shuffle width on both sides (the machine's cores), so only where the work runs differs.
     env = {**os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_SPARK_MASTER": master,
-           "LAKEHOUSE_SPARK_DRIVER_MEMORY": driver_memory, "LAKEHOUSE_SPARK_CONF": extra_conf}
+           "LAKEHOUSE_SPARK_DRIVER_MEMORY": driver_memory, "LAKEHOUSE_SPARK_CONF": extra_conf,
+           "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": str(2 * (os.cpu_count() or 2))}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "lakehouse.job", "--all"], env=env, capture_output=True, text=True,
                           cwd=REPO)

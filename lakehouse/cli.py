@@ -108,6 +108,15 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_spark_conf(args) -> int:
+    from lakehouse.spark import spark_conf
+
+    for key, value in sorted(spark_conf(load_settings()).items()):
+        if key not in ("spark.master", "spark.app.name"):
+            print(f"--conf {key}={value}")
+    return 0
+
+
 def cmd_contracts(args) -> int:
     from lakehouse.contracts import contracts_markdown
 
@@ -146,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("tables", help="list tables, row counts and snapshots").set_defaults(func=cmd_tables)
     sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)
+    sub.add_parser("spark-conf", help="print the Spark settings of this environment as --conf arguments "
+                   "(for a Glue job or spark-submit)").set_defaults(func=cmd_spark_conf)
 
     args = parser.parse_args(argv)
     return args.func(args)

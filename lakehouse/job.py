@@ -32,10 +32,15 @@ def _row_count(spark, table: str) -> int:
     return int(snap.summary.get("total-records", 0)) if snap else 0
 
 
-def run_step(spark, step: str, entity: Entity | None = None, table: str | None = None) -> dict[str, dict[str, Any]]:
+def run_step(
+    spark, step: str, entity: Entity | None = None, table: str | None = None, keys: list[str] | None = None, log=None
+) -> dict[str, dict[str, Any]]:
     """Run one pipeline step; returns {asset key: metadata} for what it materialised."""
     if step == "bronze":
-        r = pipeline.ingest_bronze(spark, _landing(), entity)
+        r = pipeline.ingest_bronze(spark, _landing(), entity, keys=keys or None)
+        for outcome in r.rejected:
+            message = f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}"
+            log.error(message) if log else print(message, file=sys.stderr)
         return {f"bronze/{entity.plural}": {
             "dagster/row_count": _row_count(spark, BRONZE[entity].identifier), "batch_rows": r.rows,
             "batch_files": len(r.files), "rejected_files": len(r.rejected), "malformed_rows": r.malformed_rows}}
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     with _pipes_session(argv) as pipes:
         for step, entity, table in steps:
             started = time.perf_counter()
-            reported = run_step(spark, step, entity, table)
+            keys = pipes.extras.get("keys") if pipes is not None else None  # a sensor's batch
+            reported = run_step(spark, step, entity, table, keys, pipes.log if pipes is not None else None)
             seconds = round(time.perf_counter() - started, 2)
             summary.append({"step": step, "entity": entity.value if entity else None, "table": table,
                             "seconds": seconds, "assets": reported})

@@ -44,7 +44,8 @@ class LakehouseSettings:
     # Spark master: `local[*]` in the run process, or a cluster URL (`spark://host:7077`).
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
-    spark_shuffle_partitions: int = 4
+    # None: 4 in local mode (two cores, small shuffles); on a cluster Spark's default with adaptive coalescing.
+    spark_shuffle_partitions: int | None = None
     spark_quick_jit: str = "auto"  # C1-only JIT for the driver: auto (small sensor batches) | on | off
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     # AWS mode (filled in by the AWS issue; kept here so the switch stays in one place).
@@ -55,6 +56,9 @@ class LakehouseSettings:
     aws_endpoint: str | None = None  # one endpoint for S3, Glue and Athena (a moto server in tests); None: AWS
     athena_workgroup: str = "primary"
     athena_output_location: str | None = None  # s3://... for query results; default: <bucket>/athena-results/
+    # Where the Spark steps run: in_process (the run's own session) | subprocess | glue (jobs through Pipes).
+    compute: str = "in_process"
+    glue_job_name: str | None = None
     # The landing-zone sensor: how often it looks, how many files one run ingests.
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
@@ -110,7 +114,8 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         home=Path(env.get("LAKEHOUSE_HOME", ".lakehouse")),
         spark_master=env.get("LAKEHOUSE_SPARK_MASTER", "local[*]"),
         spark_driver_memory=env.get("LAKEHOUSE_SPARK_DRIVER_MEMORY", "4g"),
-        spark_shuffle_partitions=int(env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "4")),
+        spark_shuffle_partitions=(int(env["LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS"])
+                                  if env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS") else None),
         spark_quick_jit=env.get("LAKEHOUSE_SPARK_QUICK_JIT", "auto").lower(),
         extra_spark_conf=extra,
         s3_bucket=env.get("LAKEHOUSE_S3_BUCKET"),
@@ -120,6 +125,8 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         aws_endpoint=env.get("LAKEHOUSE_AWS_ENDPOINT") or env.get("LAKEHOUSE_S3_ENDPOINT"),
         athena_workgroup=env.get("LAKEHOUSE_ATHENA_WORKGROUP", "primary"),
         athena_output_location=env.get("LAKEHOUSE_ATHENA_OUTPUT"),
+        compute=env.get("LAKEHOUSE_COMPUTE", "in_process"),
+        glue_job_name=env.get("LAKEHOUSE_GLUE_JOB"),
         sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
         sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
         sensor_max_runs_per_tick=int(env.get("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "25")),

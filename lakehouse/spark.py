@@ -43,6 +43,9 @@ def _local_catalog_conf(settings: LakehouseSettings) -> dict[str, str]:
         f"{prefix}.clients": "1",
         f"{prefix}.jdbc.journal_mode": "WAL",
         f"{prefix}.jdbc.busy_timeout": "60000",
+        # Other processes commit too (Pipes jobs, a second run): read each table's current metadata, not a
+        # copy cached for 30 s.
+        f"{prefix}.cache-enabled": "false",
     }
 
 
@@ -104,10 +107,12 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
         "spark.sql.defaultCatalog": CATALOG_NAME,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": "WARN",
     }
+    partitions = settings.spark_shuffle_partitions or (4 if settings.spark_master.startswith("local") else None)
+    if partitions:
+        conf["spark.sql.shuffle.partitions"] = str(partitions)
     if settings.environment is Environment.LOCAL:
         conf.update(_local_catalog_conf(settings))
         conf.update(

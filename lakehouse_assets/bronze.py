@@ -5,7 +5,7 @@ import dagster as dg
 from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, Entity
 from lakehouse_assets.metadata import check_result, markdown_table, table_metadata
-from resources import LandingZoneResource, SparkResource
+from resources import ComputeResource, LandingZoneResource, SparkResource
 
 # Runs touching the same tables queue behind each other (Iceberg commits and watermarks assume one writer).
 POOL = "lakehouse"
@@ -29,8 +29,11 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
         metadata={"dagster/table_name": f"lakehouse.{contract.identifier}"},
     )
     def _bronze(
-        context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, landing: LandingZoneResource
+        context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, landing: LandingZoneResource,
+        compute: ComputeResource,
     ) -> dg.MaterializeResult:
+        if compute.remote:
+            return compute.run_step(context, "bronze", entity, extras={"keys": config.keys}).get_materialize_result()
         session = spark.spark_session
         result = pipeline.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None)
         for outcome in result.rejected:

@@ -8,7 +8,7 @@ from lakehouse import pipeline, quality
 from lakehouse.contracts import GOLD, SILVER, Entity
 from lakehouse_assets.bronze import POOL
 from lakehouse_assets.metadata import check_result, table_metadata
-from resources import SparkResource
+from resources import ComputeResource, SparkResource
 
 SILVER_POSTS = dg.AssetKey(["silver", "posts"])
 SILVER_COMMENTS = dg.AssetKey(["silver", "comments"])
@@ -68,7 +68,11 @@ def gold_asset(table_key: str) -> dg.AssetsDefinition:
             ),
         },
     )
-    def _gold(context: dg.AssetExecutionContext, spark: SparkResource) -> dg.MaterializeResult:
+    def _gold(
+        context: dg.AssetExecutionContext, spark: SparkResource, compute: ComputeResource
+    ) -> dg.MaterializeResult:
+        if compute.remote:
+            return compute.run_step(context, "gold", table=table_key).get_materialize_result()
         session = spark.spark_session
         update = pipeline.update_gold_entity if entity_table else pipeline.update_gold_aggregate
         result = update(session, table_key)

@@ -6,7 +6,7 @@ from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse_assets.bronze import POOL
 from lakehouse_assets.metadata import check_result, markdown_table, table_metadata
-from resources import LakehouseResource, SparkResource
+from resources import ComputeResource, LakehouseResource, SparkResource
 
 
 def silver_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -35,7 +35,10 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
         ],
         pool=POOL,
     )
-    def _silver(context: dg.AssetExecutionContext, spark: SparkResource):
+    def _silver(context: dg.AssetExecutionContext, spark: SparkResource, compute: ComputeResource):
+        if compute.remote:
+            yield from compute.run_step(context, "silver", entity).get_results()
+            return
         session = spark.spark_session
         result = pipeline.update_silver(session, entity)
         context.log.info(

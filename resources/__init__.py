@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster_aws.s3 import S3Resource
 
 from lakehouse.settings import Environment, LakehouseSettings
+from resources.compute import ComputeResource
 from resources.lakehouse import LakehouseResource
 from resources.landing import LandingZoneResource, LocalLandingZoneResource, S3LandingZoneResource
 from resources.query import QueryResource
@@ -25,6 +26,9 @@ def resources_for(settings: LakehouseSettings) -> dict:
     """The resources of `settings.environment`: both environments share the keys, so assets never branch."""
     return {
         "lakehouse": LakehouseResource.from_settings(settings),
+        "compute": ComputeResource(mode=settings.compute, glue_job_name=settings.glue_job_name,
+                                   pipes_bucket=settings.s3_bucket, aws_region=settings.aws_region,
+                                   aws_endpoint=settings.aws_endpoint),
         "landing": landing_resource(settings),
         "query": QueryResource.from_settings(settings),
         "spark": SparkResource.from_settings(settings),
@@ -32,6 +36,6 @@ def resources_for(settings: LakehouseSettings) -> dict:
 
 
 __all__ = [
-    "LakehouseResource", "LandingZoneResource", "LocalLandingZoneResource", "QueryResource", "S3LandingZoneResource",
+    "ComputeResource", "LakehouseResource", "LandingZoneResource", "LocalLandingZoneResource", "QueryResource", "S3LandingZoneResource",
     "SparkResource", "landing_resource", "resources_for",
 ]
