@@ -4,7 +4,8 @@ Upload this file to S3 as the job's script. Job parameters (see docs/aws.md):
   --additional-python-modules  s3://<bucket>/dist/lakehouse-<version>-py3-none-any.whl,dagster-pipes==1.13.27
   --datalake-formats           iceberg
   --conf                       the Spark settings `lakehouse spark-conf` prints for LAKEHOUSE_ENV=aws
-  --LAKEHOUSE_ENV aws  --LAKEHOUSE_S3_BUCKET <bucket>  (read by the job from the arguments below)
+  --LAKEHOUSE_ENV aws  --LAKEHOUSE_S3_BUCKET <bucket>  --LAKEHOUSE_ICEBERG_PROVIDED true
+                               (read by the job from the arguments below)
 Dagster adds --step/--entity/--table, --pipes-s3-context and the --dagster-pipes-* bootstrap arguments.
 """
 

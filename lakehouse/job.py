@@ -20,6 +20,7 @@ from typing import Any
 
 from lakehouse import pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
+from lakehouse.markdown import Markdown, markdown_table
 from lakehouse.settings import load_settings
 from lakehouse.spark import get_spark
 
@@ -41,9 +42,13 @@ def run_step(
         for outcome in r.rejected:
             message = f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}"
             log.error(message) if log else print(message, file=sys.stderr)
+        files = [vars(f) for f in r.files]
         return {f"bronze/{entity.plural}": {
-            "dagster/row_count": _row_count(spark, BRONZE[entity].identifier), "batch_rows": r.rows,
-            "batch_files": len(r.files), "rejected_files": len(r.rejected), "malformed_rows": r.malformed_rows}}
+            "dagster/row_count": _row_count(spark, BRONZE[entity].identifier), "batch_id": r.batch_id,
+            "batch_rows": r.rows, "batch_files": len(r.files), "rejected_files": len(r.rejected),
+            "malformed_rows": r.malformed_rows, "already_ingested_files": r.already_ingested,
+            "rolled_back_batches": len(r.rolled_back_batches),
+            "files": Markdown(markdown_table(files, pipeline.FILE_COLUMNS) if files else "no new files")}}
     if step == "silver":
         r = pipeline.update_silver(spark, entity)
         return {
@@ -53,7 +58,9 @@ def run_step(
                 "duplicates_collapsed": r.duplicates_collapsed},
             f"silver/{entity.plural}_quarantine": {
                 "dagster/row_count": _row_count(spark, QUARANTINE[entity].identifier),
-                "quarantined_this_run": r.quarantined},
+                "quarantined_this_run": r.quarantined,
+                "reasons": Markdown(markdown_table([{"reason": k, "rows": v} for k, v in sorted(r.reasons.items())],
+                                                   ["reason", "rows"]) if r.reasons else "none")},
         }
     if step == "gold":
         update = pipeline.update_gold_entity if table in GOLD_ENTITY_TABLES else pipeline.update_gold_aggregate
@@ -103,7 +110,7 @@ def _pipes_session(argv: list[str]):
 
 
 def _typed(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    kinds = {bool: "bool", int: "int", float: "float", str: "text"}
+    kinds = {bool: "bool", int: "int", float: "float", str: "text", Markdown: "md"}
     return {k: {"raw_value": v, "type": kinds.get(type(v), "json")} for k, v in metadata.items()}
 
 
@@ -119,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.all:
         steps = plan_all()
     elif args.step:
+        if args.step in ("bronze", "silver") and not args.entity:
+            parser.error(f"--step {args.step} needs --entity")
+        if args.step == "gold" and not args.table:
+            parser.error("--step gold needs --table")
         steps = [(args.step, Entity(args.entity) if args.entity else None, args.table)]
     else:
         parser.error("give --step (with --entity or --table) or --all")

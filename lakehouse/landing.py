@@ -74,6 +74,9 @@ class LandingZone(Protocol):
     def open(self, file: LandedFile) -> BinaryIO:
         """The file's bytes as a stream (closed by the caller)."""
 
+    def unchanged(self, file: LandedFile) -> bool:
+        """True while the object still holds the version `file` names (cheap unless it looks changed)."""
+
 
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5(usedforsecurity=False)
@@ -133,6 +136,16 @@ class LocalLandingZone:
 
     def open(self, file: LandedFile) -> BinaryIO:
         return self.path_for(file.key).open("rb")
+
+    def unchanged(self, file: LandedFile) -> bool:
+        path = self.path_for(file.key)
+        try:
+            now = self._file(path, path.stat())
+            if (now.size, now.modified_at) == (file.size, file.modified_at):
+                return True
+            return md5_file(path) == file.etag
+        except FileNotFoundError:
+            return False
 
     def land(self, source: Path, entity: Entity, name: str | None = None) -> LandedFile:
         """Copy a file into the landing zone atomically (write to a dot-file, then rename)."""
@@ -196,3 +209,9 @@ class S3LandingZone:
     def open(self, file: LandedFile) -> BinaryIO:
         # IfMatch: the bytes read are the version the etag names, or the read fails.
         return self.client.get_object(Bucket=self.bucket, Key=self.prefix + file.key, IfMatch=f'"{file.etag}"')["Body"]
+
+    def unchanged(self, file: LandedFile) -> bool:
+        try:
+            return self.describe(file.key).etag == file.etag
+        except FileNotFoundError:
+            return False

@@ -33,6 +33,10 @@ def utcnow() -> datetime:
 # --- Bronze ---------------------------------------------------------------------------------------------------
 
 
+# The per-file table shown in Bronze's materialisation metadata.
+FILE_COLUMNS = ["key", "status", "rows", "source_records", "malformed_rows", "reason", "message"]
+
+
 @dataclass
 class FileOutcome:
     key: str
@@ -68,7 +72,7 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
-def _log_rows(spark: SparkSession, entity: Entity) -> list[LogEntry]:
+def log_entries(spark: SparkSession, entity: Entity) -> list[LogEntry]:
     rows = (
         spark.table(INGESTION_LOG.identifier)
         .where(F.col("entity") == entity.value)
@@ -93,7 +97,7 @@ def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntr
     "not ingested" by the log, so they will be ingested again and must not be counted twice.
     """
     table = BRONZE[entity].identifier
-    settled = {r.batch_id for r in (_log_rows(spark, entity) if entries is None else entries)}
+    settled = {r.batch_id for r in (log_entries(spark, entity) if entries is None else entries)}
     orphans = []
     for snap in tables.snapshots(spark, table):
         batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
@@ -133,7 +137,7 @@ def pending_files(
 
     With `keys` (a sensor's batch) only those files are looked at; without, the whole entity prefix.
     """
-    index = IngestionIndex(_log_rows(spark, entity) if entries is None else entries)
+    index = IngestionIndex(log_entries(spark, entity) if entries is None else entries)
     if keys is None:
         listed = list(landing.list_files(entity))
     else:
@@ -186,10 +190,10 @@ def ingest_bronze(
     """Append every landed, not yet ingested file version of `entity` to Bronze as one batch."""
     tables.ensure_tables(spark)
     result = BronzeResult(entity=entity, batch_id=uuid.uuid4().hex)
-    entries = _log_rows(spark, entity)
+    entries = log_entries(spark, entity)
     result.rolled_back_batches = roll_back_orphans(spark, entity, entries)
     if result.rolled_back_batches:
-        entries = _log_rows(spark, entity)
+        entries = log_entries(spark, entity)
     pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries)
     now = now or utcnow()
     accepted: list[tuple[LandedFile, bronze_tf.HeaderCheck, bronze_tf.FileScan]] = []
@@ -225,6 +229,17 @@ def ingest_bronze(
             .collect()
         )
         counts = {r._source_uri: (r.n, r.bad) for r in written}
+        # Spark read each file after it was checked and counted: a file replaced in between would put another
+        # version's rows under this version's etag. Take such rows out again; the new version comes next time.
+        changed = [f for f, _, _ in accepted if not landing.unchanged(f)]
+        if changed:
+            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in changed)
+            spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
+            for f in changed:
+                result.files.append(FileOutcome(f.key, REJECTED, reason="changed_during_ingestion", message=(
+                    "the file was replaced while it was being ingested; its rows were taken out again and the "
+                    "new version will be ingested as a new file")))
+            accepted = [a for a in accepted if a[0] not in changed]
         for f, check, scan in accepted:
             n, bad = counts.get(f.uri, (0, 0))
             result.files.append(FileOutcome(
@@ -273,14 +288,27 @@ class SilverResult:
         return bool(self.inserted or self.updated or self.quarantined)
 
 
-def _bronze_range(spark: SparkSession, entity: Entity, silver_table: str) -> tuple[int | None, int | None, set[str]]:
-    """The Bronze snapshots Silver has not processed: (exclusive start, inclusive end, loaded batch ids).
+def loaded_files(spark: SparkSession, entries: list[LogEntry]) -> DataFrame:
+    """(batch, file, version) of every file the ingestion log records as loaded, to semi-join Bronze rows with.
+
+    Per file, not per batch: a batch may hold rejected files, and a file taken out of a batch again (replaced
+    while it was read) is still in the data files an incremental read of that append returns.
+    """
+    rows = sorted({(e.batch_id, e.source_uri, e.source_etag) for e in entries if e.status == LOADED}) or [("", "", "")]
+    return F.broadcast(spark.createDataFrame(rows, "_batch_id string, _source_uri string, _source_etag string"))
+
+
+def _bronze_range(
+    spark: SparkSession, entity: Entity, silver_table: str
+) -> tuple[int | None, int | None, list[LogEntry]]:
+    """The Bronze snapshots Silver has not processed: (exclusive start, inclusive end, the log's entries).
 
     The range stops before the first batch the ingestion log has not settled yet, so a batch that is still
     being written (or died half-way) is never skipped past.
     """
     bronze_table = BRONZE[entity].identifier
-    statuses = {r.batch_id: r.status for r in _log_rows(spark, entity)}
+    entries = log_entries(spark, entity)
+    statuses = {r.batch_id for r in entries}
     lineage = tables.snapshots(spark, bronze_table)
     mark = tables.watermark(spark, silver_table, bronze_table)
     ids = [s.snapshot_id for s in lineage]
@@ -293,8 +321,7 @@ def _bronze_range(spark: SparkSession, entity: Entity, silver_table: str) -> tup
         if batch is not None and batch not in statuses:
             break
         end = snap.snapshot_id
-    loaded = {b for b, s in statuses.items() if s == LOADED}
-    return start, end, loaded
+    return start, end, entries
 
 
 def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = None) -> SilverResult:
@@ -302,7 +329,7 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
     tables.ensure_tables(spark)
     silver_table, quarantine_table = SILVER[entity].identifier, QUARANTINE[entity].identifier
     bronze_table = BRONZE[entity].identifier
-    start, end, loaded = _bronze_range(spark, entity, silver_table)
+    start, end, entries = _bronze_range(spark, entity, silver_table)
     result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
     if end is None or end == start:
         return result
@@ -312,8 +339,9 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
         if start is not None
         else reader.option("snapshot-id", str(end))
     )
-    batches = spark.createDataFrame([(b,) for b in sorted(loaded)] or [("",)], "_batch_id string")
-    bronze = reader.load(bronze_table).join(F.broadcast(batches), "_batch_id", "left_semi")
+    bronze = reader.load(bronze_table).join(
+        loaded_files(spark, entries), ["_batch_id", "_source_uri", "_source_etag"], "left_semi"
+    )
 
     now = now or utcnow()
     # Files Bronze's scan found bytes that are not UTF-8 in (or loaded before it counted them).
@@ -467,6 +495,8 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
             tables.upsert(spark, gold_table, out, merge_keys)
     finally:
         out.unpersist()
+        if not full:
+            keys.unpersist()
     result.watermarks = {
         c.table: str(c.until) for c in (post_changes, comment_changes) if c.until is not None
     }

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from lakehouse import tables
+from lakehouse import pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity, TableContract
 from lakehouse.ingestion import LOADED, REJECTED
 from lakehouse.transforms import silver as silver_tf
@@ -93,7 +93,11 @@ def bronze_header(spark: SparkSession, entity: Entity) -> CheckOutcome:
 
 
 def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
-    """Bronze holds exactly the records an independent parser counts in each loaded file; parse errors counted."""
+    """Bronze holds the records an independent parser counted in each loaded file; parse errors counted.
+
+    The latest batch is recounted from the table per file; earlier batches by what the log recorded when they
+    were committed, and the whole table by its total against the log's.
+    """
     table = BRONZE[entity].identifier
     entries = _log_entries(spark, entity)
     loaded = [e for e in entries if e["status"] == LOADED]
@@ -236,7 +240,8 @@ def _violations(entity: Entity, now: datetime) -> dict[str, F.Column]:
     rules = {
         "required_null": F.lit(False),
         "blank_or_untrimmed_id": (F.trim(c("id")) == "") | (c("id") != F.trim(c("id"))),
-        "created_utc_out_of_range": (c("created_utc") < F.lit(silver_tf.REDDIT_EPOCH)) | (c("created_utc") > F.lit(now)),
+        "created_utc_out_of_range": (c("created_utc") < F.lit(silver_tf.REDDIT_EPOCH.replace(tzinfo=timezone.utc)))
+        | (c("created_utc") > F.lit(now)),
         "created_date_mismatch": c("created_date") != F.to_date(c("created_utc")),
         "subreddit_name_not_lowercase": c("subreddit_name") != F.lower(c("subreddit_name")),
     }
@@ -257,6 +262,8 @@ def silver_values(spark: SparkSession, entity: Entity, now: datetime) -> tuple[C
     """
     contract = SILVER[entity]
     schema = schema_matches(spark, contract)
+    if not schema.passed:  # the value rules name the contract's columns: report the schema, do not crash
+        return schema, (schema if entity is Entity.COMMENT else None)
     df = spark.table(contract.identifier)
     rules = _violations(entity, now)
     post_rule = None
@@ -327,27 +334,36 @@ def quarantine_rate(spark: SparkSession, entity: Entity, max_rate: float) -> Che
 
 
 def bronze_reconciled(spark: SparkSession, entity: Entity) -> CheckOutcome:
-    """Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id in Silver."""
+    """Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id in Silver.
+
+    "Older" is checked: a valid Bronze row newer than Silver's version of its id (a lost update) fails.
+    """
     bronze_table, silver_table = BRONZE[entity].identifier, SILVER[entity].identifier
     mark = tables.watermark(spark, silver_table, bronze_table)
     if mark is None:
         return CheckOutcome(True, "Silver has not read Bronze yet", {"bronze_rows": 0})
-    loaded = {e["batch_id"] for e in _log_entries(spark, entity) if e["status"] == LOADED}
-    batches = spark.createDataFrame([(b,) for b in sorted(loaded)] or [("",)], "_batch_id string")
+    loaded = pipeline.loaded_files(spark, pipeline.log_entries(spark, entity))
     keys = ["_source_uri", "_source_etag", "_source_row"]
     bronze = (
         spark.read.format("iceberg").option("snapshot-id", mark).load(bronze_table)
-        .join(F.broadcast(batches), "_batch_id", "left_semi")
-        .select(F.trim("id").alias("id"), *keys, "_batch_id")
+        .join(loaded, ["_batch_id", "_source_uri", "_source_etag"], "left_semi")
+        .select(F.trim("id").alias("id"), *keys, "_batch_id", "_ingested_at")
     )
     quarantined = spark.table(QUARANTINE[entity].identifier).select(*keys, F.lit(True).alias("_quarantined"))
     silver = spark.table(silver_table).select(
-        "id", F.col("_source_uri").alias("_s_uri"), F.col("_source_row").alias("_s_row"), F.col("_batch_id").alias("_s_batch")
+        "id", F.col("_source_uri").alias("_s_uri"), F.col("_source_row").alias("_s_row"),
+        F.col("_batch_id").alias("_s_batch"), F.col("_ingested_at").alias("_s_ingested_at"),
     )
+    # Silver's order of versions (silver_tf.latest_per_id): later ingestion, then later file name, then later row.
+    def version(ingested: str, uri: str, row: str) -> F.Column:
+        return F.struct(F.col(ingested).alias("t"), F.col(uri).alias("u"), F.col(row).alias("r"))
+
+    newer = version("_ingested_at", "_source_uri", "_source_row") > version("_s_ingested_at", "_s_uri", "_s_row")
     state = (
         F.when(F.col("_quarantined"), "quarantined")
         .when((F.col("_s_uri") == F.col("_source_uri")) & (F.col("_s_row") == F.col("_source_row"))
               & (F.col("_s_batch") == F.col("_batch_id")), "in_silver")
+        .when(F.col("_s_uri").isNotNull() & newer, "newer_than_silver")
         .when(F.col("_s_uri").isNotNull(), "collapsed_duplicate")
         .otherwise("unaccounted")
     )
@@ -355,22 +371,27 @@ def bronze_reconciled(spark: SparkSession, entity: Entity) -> CheckOutcome:
     counts = {r._state: r["count"] for r in joined.groupBy("_state").count().collect()}
     silver_rows = _total_records(spark, silver_table)
     unaccounted = counts.get("unaccounted", 0)
+    stale = counts.get("newer_than_silver", 0)
     orphans = silver_rows - counts.get("in_silver", 0)  # Silver rows with no Bronze row behind them
-    sample = _sample(joined.where(F.col("_state") == "unaccounted"), ["id", *keys]) if unaccounted else []
+    bad_states = ["unaccounted", "newer_than_silver"]
+    sample = _sample(joined.where(F.col("_state").isin(bad_states)), ["id", "_state", *keys]) \
+        if unaccounted or stale else []
     bronze_rows = sum(counts.values())
     return CheckOutcome(
-        passed=unaccounted == 0 and orphans == 0,
+        passed=unaccounted == 0 and stale == 0 and orphans == 0,
         summary=(
             f"{bronze_rows:,} Bronze rows: {counts.get('in_silver', 0):,} in Silver, "
             f"{counts.get('quarantined', 0):,} quarantined, {counts.get('collapsed_duplicate', 0):,} older versions "
-            f"of an id, {unaccounted:,} unaccounted; {orphans:,} Silver rows without a Bronze row"
+            f"of an id, {unaccounted:,} unaccounted, {stale:,} newer than Silver's version; {orphans:,} Silver rows "
+            "without a Bronze row"
         ),
         metrics={"bronze_rows": bronze_rows, "in_silver": counts.get("in_silver", 0),
                  "quarantined": counts.get("quarantined", 0),
                  "collapsed_duplicates": counts.get("collapsed_duplicate", 0),
-                 "unaccounted": unaccounted, "silver_rows_without_bronze": orphans, "bronze_snapshot": mark},
+                 "unaccounted": unaccounted, "newer_than_silver": stale, "silver_rows_without_bronze": orphans,
+                 "bronze_snapshot": mark},
         sample=sample,
-        sample_columns=["id", *keys],
+        sample_columns=["id", "_state", *keys],
     )
 
 

@@ -48,6 +48,9 @@ class LakehouseSettings:
     spark_shuffle_partitions: int | None = None
     spark_quick_jit: str = "auto"  # C1-only JIT for the driver: auto (small sensor batches) | on | off
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
+    # AWS: Glue 5.0 and EMR 7 bring Iceberg and the AWS SDK (their jobs set LAKEHOUSE_ICEBERG_PROVIDED=true);
+    # any other Spark (the Dagster run process running the checks) fetches them as packages.
+    iceberg_provided: bool = False
     # AWS mode (filled in by the AWS issue; kept here so the switch stays in one place).
     s3_bucket: str | None = None
     s3_prefix: str = ""
@@ -118,6 +121,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
                                   if env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS") else None),
         spark_quick_jit=env.get("LAKEHOUSE_SPARK_QUICK_JIT", "auto").lower(),
         extra_spark_conf=extra,
+        iceberg_provided=env.get("LAKEHOUSE_ICEBERG_PROVIDED", "").lower() in ("1", "true", "yes"),
         s3_bucket=env.get("LAKEHOUSE_S3_BUCKET"),
         s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),

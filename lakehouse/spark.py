@@ -14,6 +14,7 @@ from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
 ICEBERG_RUNTIME_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
 # Maven coordinates, for machines that can reach Maven Central instead of the PyPI jar bundle.
 ICEBERG_PACKAGE = "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2"
+ICEBERG_AWS_PACKAGE = "org.apache.iceberg:iceberg-aws-bundle:1.10.2"
 SQLITE_JDBC_PACKAGE = "org.xerial:sqlite-jdbc:3.46.1.3"
 # Debian's libxerial-sqlite-jdbc-java ships the driver without its native library (that is in -jni).
 DEBIAN_SQLITE_JDBC_JAR = Path("/usr/share/java/sqlite-jdbc.jar")
@@ -67,7 +68,11 @@ def _glue_catalog_conf(settings: LakehouseSettings) -> dict[str, str]:
 
 def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
     if settings.environment is Environment.AWS:
-        return {}  # Glue 5.0 / EMR 7 bundle Iceberg and the AWS SDK.
+        if settings.iceberg_provided:
+            return {}  # Glue 5.0 / EMR 7 bundle Iceberg and the AWS SDK.
+        # Elsewhere (the Dagster run process, which runs the checks) Spark needs the Iceberg runtime and its AWS
+        # bundle (S3FileIO, GlueCatalog) from Maven.
+        return {"spark.jars.packages": f"{ICEBERG_PACKAGE},{ICEBERG_AWS_PACKAGE}"}
     jars, packages = [], []
     iceberg = iceberg_runtime_jar()
     (jars.append(str(iceberg)) if iceberg else packages.append(ICEBERG_PACKAGE))

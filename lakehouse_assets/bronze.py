@@ -55,8 +55,7 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
                 already_ingested_files=result.already_ingested,
                 rolled_back_batches=len(result.rolled_back_batches),
                 files=dg.MetadataValue.md(
-                    markdown_table(files, ["key", "status", "rows", "source_records", "malformed_rows", "reason",
-                                           "message"])
+                    markdown_table(files, pipeline.FILE_COLUMNS)
                     if files else "no new files"
                 ),
             )

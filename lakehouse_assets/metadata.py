@@ -9,11 +9,11 @@ from pyspark.sql import SparkSession
 
 from lakehouse import tables
 from lakehouse.contracts import TableContract
+from lakehouse.markdown import markdown_table
 from lakehouse.quality import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
 
 PREVIEW_ROWS = 5
-_CELL = 60
 
 
 def column_schema(contract: TableContract) -> dg.TableSchema:
@@ -28,18 +28,6 @@ def column_schema(contract: TableContract) -> dg.TableSchema:
             for c in contract.columns
         ]
     )
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("\n", " ").replace("|", "\\|")
-    return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-    body = ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join([head, *body])
 
 
 def preview(spark: SparkSession, contract: TableContract, order_by: str | None = None) -> str:

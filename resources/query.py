@@ -43,7 +43,9 @@ class LakehouseAthenaClient(AthenaClient):
         try:
             self._poll(query_id)
         except AthenaTimeout as exc:
-            raise AthenaQueryError(query_id, "TIMEOUT", f"still running after {self.max_polls} polls") from exc
+            # Do not leave it running (and billing) behind the error.
+            self.client.stop_query_execution(QueryExecutionId=query_id)
+            raise AthenaQueryError(query_id, "TIMEOUT", f"still running after {self.max_polls} polls; stopped") from exc
         return self._results(query_id) if fetch_results else None
 
     def _poll(self, execution_id: str) -> None:
@@ -68,7 +70,10 @@ class LakehouseAthenaClient(AthenaClient):
 
 
 class QueryResource(dg.ConfigurableResource):
-    """`query.sql("SELECT ...")` -> rows: on DuckDB over the local catalog, or on Athena over the Glue catalog."""
+    """`query.sql("SELECT ...")` -> rows: on DuckDB over the local catalog, or on Athena over the Glue catalog.
+
+    The same SQL and table names on both; Athena's API hands values back as strings (NULL as None), DuckDB typed.
+    """
 
     environment: str = Environment.LOCAL.value
     home: str = ".lakehouse"
@@ -100,4 +105,9 @@ class QueryResource(dg.ConfigurableResource):
         from lakehouse.settings import load_settings
 
         settings = load_settings({"LAKEHOUSE_ENV": self.environment, "LAKEHOUSE_HOME": self.home})
-        return QueryEngine(catalog_for(settings)).sql(query).fetchall()
+        engine = QueryEngine(catalog_for(settings))
+        try:
+            relation = engine.sql(query)
+            return relation.fetchall() if relation is not None else []
+        finally:
+            engine.con.close()

@@ -8,6 +8,7 @@ its results are set through moto's own API). The Spark code is the same code the
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 
@@ -155,6 +156,21 @@ def test_athena_failure_names_the_query_and_the_reason():
         stub.assert_no_pending_responses()
 
 
+def test_an_athena_query_that_runs_too_long_is_stopped():
+    from resources.query import AthenaQueryError, LakehouseAthenaClient
+
+    client = boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_response("start_query_execution", {"QueryExecutionId": "q-9"})
+        for _ in range(2):
+            stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "RUNNING"}}})
+        stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q-9"})
+        engine = LakehouseAthenaClient(client, "primary", None, polling_interval=0, max_polls=2)
+        with pytest.raises(AthenaQueryError, match="q-9 TIMEOUT"):
+            engine.execute_query("SELECT 1")
+        stub.assert_no_pending_responses()
+
+
 def test_aws_mode_is_configuration_only(aws):
     from lakehouse.spark import spark_conf
     from resources import resources_for
@@ -163,7 +179,12 @@ def test_aws_mode_is_configuration_only(aws):
     conf = resources["spark"].spark_config
     assert conf["spark.sql.catalog.lakehouse.catalog-impl"] == "org.apache.iceberg.aws.glue.GlueCatalog"
     assert conf["spark.sql.catalog.lakehouse.warehouse"] == f"s3://{aws.s3_bucket}/warehouse"
-    assert conf == spark_conf(aws) and "spark.jars" not in conf  # Glue 5.0 / EMR bring Iceberg and S3
+    assert conf == spark_conf(aws) and "spark.jars" not in conf
+    # The run process (checks) fetches Iceberg and its AWS bundle; inside Glue 5.0 / EMR they are provided.
+    assert "iceberg-aws-bundle" in conf["spark.jars.packages"]
+    glue_job = load_settings({"LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": aws.s3_bucket,
+                              "LAKEHOUSE_ICEBERG_PROVIDED": "true"})
+    assert "spark.jars.packages" not in spark_conf(glue_job)
     assert resources["lakehouse"].catalog().name == "lakehouse"
     assert resources["query"].environment == "aws"
     # The graph itself does not change: the same assets bind to the AWS resources.
@@ -171,3 +192,21 @@ def test_aws_mode_is_configuration_only(aws):
 
     defs = dg.Definitions.merge(bronze.defs, silver.defs, gold.defs, dg.Definitions(resources=resources))
     assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 10
+
+
+def test_the_iam_policy_is_a_valid_policy_document(moto_endpoint):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "deploy" / "iam-policy.json").read_text()
+    for placeholder, value in (("LAKEHOUSE_BUCKET", "my-lake"), ("LANDING_PREFIX", "landing"),
+                               ("AWS_REGION", "eu-west-1"), ("AWS_ACCOUNT_ID", "123456789012"),
+                               ("ATHENA_WORKGROUP", "lakehouse"), ("GLUE_JOB_NAME", "lakehouse-step")):
+        text = text.replace(placeholder, value)
+    iam = boto3.client("iam", endpoint_url=moto_endpoint)
+    policy = iam.create_policy(PolicyName=f"lakehouse-{uuid.uuid4().hex[:6]}", PolicyDocument=text)["Policy"]
+    assert policy["Arn"].startswith("arn:aws:iam::")
+    actions = {a for s in json.loads(text)["Statement"] for a in s["Action"]}
+    # What the code calls: sensor and Bronze (S3), pyiceberg (Glue), the query resource (Athena), Pipes (Glue jobs).
+    assert {"s3:ListBucket", "s3:GetObject", "glue:UpdateTable", "athena:StartQueryExecution",
+            "athena:GetQueryResults", "glue:StartJobRun", "logs:GetLogEvents"} <= actions
+    assert not any(a.endswith(":*") or a == "*" for a in actions)

@@ -218,3 +218,36 @@ def test_records_counted_by_hand_match(landed):
         if case.status == "loaded" and case.name != "not_utf8":
             text = case.data.decode()
             assert sum(1 for r in csv.reader(io.StringIO(text)) if r) - 1 == case.rows, case.name
+
+
+def test_a_file_replaced_while_spark_reads_it_is_taken_out_again(spark, settings, lakehouse, monkeypatch):
+    """The race between Bronze's check/count and Spark's read: the rows of the other version do not stay."""
+    from lakehouse import pipeline
+    from lakehouse.transforms import bronze as bronze_tf
+
+    zone = lakehouse
+    kept = zone.path_for("input/post/kept.csv")
+    kept.write_bytes(posts(post_row("k1")))
+    racy = zone.path_for("input/post/racy.csv")
+    racy.write_bytes(posts(post_row("r1"), post_row("r2")))
+    real_read = bronze_tf.read_csv
+
+    def read_after_a_replacement(*args, **kwargs):
+        replacement = racy.with_name(".racy.csv.part")
+        replacement.write_bytes(posts(post_row("r9")))
+        replacement.replace(racy)  # an uploader replaces the file atomically, between the count and the read
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(bronze_tf, "read_csv", read_after_a_replacement)
+    result = pipeline.ingest_bronze(spark, zone, Entity.POST)
+    outcomes = {f.key: (f.status, f.reason) for f in result.files}
+    assert outcomes == {"input/post/kept.csv": ("loaded", None),
+                        "input/post/racy.csv": ("rejected", "changed_during_ingestion")}
+    ids = {r.id for r in _q(spark, "SELECT id FROM bronze.posts")}
+    assert ids == {"k1"}
+    pipeline.update_silver(spark, Entity.POST)  # the incremental read must not bring the taken-out rows back
+    assert {r.id for r in _q(spark, "SELECT id FROM silver.posts")} == {"k1"}
+
+    monkeypatch.setattr(bronze_tf, "read_csv", real_read)
+    again = pipeline.ingest_bronze(spark, zone, Entity.POST)  # the new version is a new file version
+    assert [(f.key, f.status, f.rows) for f in again.files] == [("input/post/racy.csv", "loaded", 1)]

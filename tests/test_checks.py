@@ -79,10 +79,12 @@ def test_a_healthy_lakehouse_passes_every_check(spark, loaded):
     failed = {k: o.summary for k, o in outcomes.items() if not o.passed}
     assert failed == {}
     reconciled = outcomes["silver/comments:reconciled"].metrics
-    # The generated data has duplicates and quarantined rows, so the reconciliation has something to add up.
+    # The generated data has duplicates and quarantined rows, so the reconciliation has something to add up;
+    # its counts agree with the tables counted directly.
     assert reconciled["collapsed_duplicates"] > 0 and reconciled["quarantined"] > 0
-    assert reconciled["bronze_rows"] == (reconciled["in_silver"] + reconciled["quarantined"]
-                                         + reconciled["collapsed_duplicates"])
+    assert reconciled["in_silver"] == spark.table("silver.comments").count()
+    assert reconciled["quarantined"] == spark.table("silver.comments_quarantine").count()
+    assert reconciled["bronze_rows"] == spark.table("bronze.comments").count()
 
 
 def test_rows_lost_from_bronze_are_caught(spark, restore):
@@ -97,6 +99,19 @@ def test_a_silver_row_lost_is_unaccounted(spark, restore):
     spark.sql("DELETE FROM silver.comments WHERE id = (SELECT min(id) FROM silver.comments)")
     outcome = quality.bronze_reconciled(spark, Entity.COMMENT)
     assert not outcome.passed and outcome.metrics["unaccounted"] >= 1 and outcome.sample
+
+
+def test_a_lost_update_is_caught(spark, restore):
+    """Silver holding an older version of an id than Bronze offers is not a 'collapsed duplicate'."""
+    dup = spark.sql("SELECT trim(id) AS id FROM bronze.posts GROUP BY trim(id) HAVING count(*) > 1 "
+                    "ORDER BY 1 LIMIT 1").first().id
+    older = spark.sql(f"SELECT _source_uri, _source_row FROM bronze.posts WHERE trim(id) = '{dup}' "
+                      "ORDER BY _ingested_at, _source_uri, _source_row LIMIT 1").first()
+    spark.sql(f"UPDATE silver.posts SET _source_uri = '{older._source_uri}', _source_row = {older._source_row} "
+              f"WHERE id = '{dup}'")
+    outcome = quality.bronze_reconciled(spark, Entity.POST)
+    assert not outcome.passed and outcome.metrics["newer_than_silver"] == 1
+    assert outcome.sample[0]["id"] == dup and outcome.sample[0]["_state"] == "newer_than_silver"
 
 
 def test_values_out_of_range_are_caught(spark, restore):

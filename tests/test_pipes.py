@@ -49,6 +49,7 @@ def test_every_step_runs_as_a_pipes_job_and_reports_back(spark, settings, lakeho
     assert all("seconds" in m for m in reported.values())
     assert reported["silver/posts"]["inserted"].value == 200
     assert reported["bronze/comments"]["batch_rows"].value == files.comment_rows
+    assert "| input/comment/" in reported["bronze/comments"]["files"].value  # the per-file table, as Markdown
     assert reported["gold/post_engagement"]["dagster/row_count"].value == 200
     # The checks ran in the run process against what the jobs committed, and passed.
     evaluations = result.get_asset_check_evaluations()

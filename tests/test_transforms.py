@@ -30,10 +30,7 @@ def bronze_frame(spark, entity: Entity, rows: list[dict], ingested_at=T0, source
                      "_ingested_at": ingested_at, "_batch_id": "b1"})
         base.update(row)
         full.append(tuple(base[n] for n in names))
-    schema = ", ".join(
-        f"`{n}` {'bigint' if n == '_source_row' else 'timestamp' if n == '_ingested_at' else 'string'}"
-        for n in names
-    )
+    schema = ", ".join(f"`{c.name}` {c.type}" for c in BRONZE[entity].columns)
     return spark.createDataFrame(full, schema)
 
 
@@ -221,6 +218,7 @@ def test_posts_typed_and_cleaned(spark):
         ({"created_utc": "4102444800"}, "created_utc_out_of_range"),  # 2100: in the future
         ({"created_utc": "99999999999999999999"}, "created_utc_out_of_range"),  # past Spark's timestamps
         ({"title": "caf\ufffd"}, "invalid_utf8"),  # Spark's decoding of a byte that is not UTF-8
+        ({"_extra_columns": {"gilded": "\ufffd"}}, "invalid_utf8"),  # in a schema-drift column too
         ({"score": "12abc"}, "invalid_score"),
         ({"score": "99999999999"}, "invalid_score"),  # overflows INT
         ({"score": None}, "missing_score"),

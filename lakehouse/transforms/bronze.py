@@ -22,6 +22,7 @@ from lakehouse.contracts import BRONZE, SOURCE_HEADERS, Entity, bronze_column_na
 
 RAW_RECORD = "_raw_record"
 EXTRA_COLUMNS = "_extra_columns"
+HEAD_BYTES = 65536  # what `LandingZone.read_head` reads by default
 # Hadoop writes local paths as `file:/x` or `file:///x` depending on the call; compare them in one form.
 LOCAL_FILE_PREFIX = re.compile(r"^file:/+")
 _FILE_PATH = "_file_path"
@@ -54,7 +55,8 @@ def check_header(head: bytes, entity: Entity) -> HeaderCheck:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         # A header longer than the head may end inside a multi-byte character; only an error before that is real.
-        if exc.start < len(line) - 4 or len(line) < len(head):
+        cut_short = len(line) == len(head) >= HEAD_BYTES
+        if exc.start < len(line) - 4 or not cut_short:
             return HeaderCheck(False, "not_utf8", f"the header is not UTF-8 ({exc.reason} at byte {exc.start})")
         text = line[: exc.start].decode("utf-8-sig")
     first_line = text.splitlines()[0] if text else ""
@@ -133,8 +135,10 @@ def scan_records(stream: BinaryIO) -> FileScan:
     records = invalid = 0
     try:
         next(reader)  # the header, checked by `check_header`
-    except (StopIteration, csv.Error):
+    except StopIteration:
         return FileScan()
+    except csv.Error as exc:
+        return FileScan(reason="unparseable_csv", message=f"the header line does not parse as CSV: {exc}")
     last_line = reader.line_num
     while True:
         try:

@@ -96,6 +96,10 @@ def typed(
     if suspect_uris is None or suspect_uris:
         for c in source_columns:
             replaced = replaced | F.coalesce(F.instr(F.col(c), "\ufffd") > 0, F.lit(False))
+        if "_extra_columns" in bronze.columns:  # schema-drift columns are part of the record too
+            in_extra = F.exists(F.map_values("_extra_columns"),
+                                lambda v: F.coalesce(F.instr(v, "\ufffd") > 0, F.lit(False)))
+            replaced = replaced | F.coalesce(in_extra, F.lit(False))
         if suspect_uris is not None:
             replaced = F.col("_source_uri").isin(sorted(suspect_uris)) & replaced
     bronze = bronze.select("*", *[expr.alias(name) for name, expr in parsed.items()])
