@@ -176,8 +176,9 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple
     losing it.
     """
     header = header or SOURCE_HEADERS[entity]
-    # Positional field names: the schema is applied by position, so header names need no quoting.
-    fields = [StructField(f"c{i}", StringType()) for i in range(len(header))]
+    # The schema is applied by position; naming its fields as the header does keeps Spark from warning that
+    # the header does not conform (check_header guarantees the names are unique).
+    fields = [StructField(name, StringType()) for name in header]
     df = (
         spark.read.options(
             header=True,
@@ -192,7 +193,7 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple
         .schema(StructType(fields + [StructField(RAW_RECORD, StringType())]))
         .csv(uris)
     )
-    position = {name: f"c{i}" for i, name in enumerate(header)}
+    position = {name: "`" + name.replace("`", "``") + "`" for name in header}
     known = set(SOURCE_HEADERS[entity])
     extra = [name for name in header if name not in known]
     extra_map = (
