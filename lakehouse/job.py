@@ -21,7 +21,7 @@ from typing import Any
 from lakehouse import pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
 from lakehouse.markdown import Markdown, markdown_table
-from lakehouse.settings import load_settings
+from lakehouse.settings import Environment, LakehouseSettings, load_settings
 from lakehouse.spark import get_spark
 
 GOLD_ENTITY_TABLES = ("posts", "comments")
@@ -34,11 +34,12 @@ def _row_count(spark, table: str) -> int:
 
 
 def run_step(
-    spark, step: str, entity: Entity | None = None, table: str | None = None, keys: list[str] | None = None, log=None
+    spark, settings: LakehouseSettings, step: str, entity: Entity | None = None, table: str | None = None,
+    keys: list[str] | None = None, log=None,
 ) -> dict[str, dict[str, Any]]:
     """Run one pipeline step; returns {asset key: metadata} for what it materialised."""
     if step == "bronze":
-        r = pipeline.ingest_bronze(spark, _landing(), entity, keys=keys or None)
+        r = pipeline.ingest_bronze(spark, _landing(settings), entity, keys=keys or None)
         for outcome in r.rejected:
             message = f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}"
             log.error(message) if log else print(message, file=sys.stderr)
@@ -70,12 +71,10 @@ def run_step(
     raise ValueError(f"unknown step {step!r}")
 
 
-def _landing():
+def _landing(settings: LakehouseSettings):
     """The landing zone of the environment (a folder, or the S3 bucket through boto3's default chain)."""
     from lakehouse.landing import LocalLandingZone, S3LandingZone
-    from lakehouse.settings import Environment
 
-    settings = load_settings()
     if settings.environment is Environment.AWS:
         import boto3
 
@@ -133,13 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         steps = [(args.step, Entity(args.entity) if args.entity else None, args.table)]
     else:
         parser.error("give --step (with --entity or --table) or --all")
-    spark = get_spark(load_settings())
+    settings = load_settings()
+    spark = get_spark(settings)
     summary = []
     with _pipes_session(argv) as pipes:
         for step, entity, table in steps:
             started = time.perf_counter()
             keys = pipes.extras.get("keys") if pipes is not None else None  # a sensor's batch
-            reported = run_step(spark, step, entity, table, keys, pipes.log if pipes is not None else None)
+            reported = run_step(spark, settings, step, entity, table, keys, pipes.log if pipes is not None else None)
             seconds = round(time.perf_counter() - started, 2)
             summary.append({"step": step, "entity": entity.value if entity else None, "table": table,
                             "seconds": seconds, "assets": reported})

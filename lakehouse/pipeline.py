@@ -422,7 +422,7 @@ class _Changes:
         return df.where(F.col("_updated_at") <= F.timestamp_micros(F.lit(self.until)))
 
 
-def _changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
+def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
     mark = tables.watermark(spark, gold_table, silver_table)
     # Answered from file statistics (Iceberg aggregate push-down), not by scanning Silver.
     high = spark.table(silver_table).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
@@ -438,7 +438,7 @@ def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None
     tables.ensure_tables(spark)
     entity, key = _entity_gold(table_key)
     gold_table = GOLD[table_key].identifier
-    changes = _changes(spark, gold_table, SILVER[entity].identifier)
+    changes = silver_changes(spark, gold_table, SILVER[entity].identifier)
     result = GoldResult(gold_table, full_rebuild=changes.since is None)
     if not changes.pending:
         return result
@@ -459,8 +459,8 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
     tables.ensure_tables(spark)
     gold_table = GOLD[table_key].identifier
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
-    post_changes = _changes(spark, gold_table, posts_t)
-    comment_changes = _changes(spark, gold_table, comments_t)
+    post_changes = silver_changes(spark, gold_table, posts_t)
+    comment_changes = silver_changes(spark, gold_table, comments_t)
     full = post_changes.since is None or comment_changes.since is None
     result = GoldResult(gold_table, full_rebuild=full)
     if not (post_changes.pending or comment_changes.pending):

@@ -453,10 +453,10 @@ def gold_freshness(spark: SparkSession, table_key: str, sources: list[str]) -> C
     gold_table = GOLD[table_key].identifier
     lag = {}
     for source in sources:
-        mark = tables.watermark(spark, gold_table, source)
-        high = spark.table(source).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
-        if high is not None:
-            lag[source] = (high - int(mark or 0)) / 1e6
+        # The same watermark/high-water pair the Gold step reads its changes by.
+        changes = pipeline.silver_changes(spark, gold_table, source)
+        if changes.until is not None:
+            lag[source] = (changes.until - (changes.since or 0)) / 1e6
     behind = {s: v for s, v in lag.items() if v > 0}
     last = spark.table(gold_table).agg(F.max("loaded_at").alias("m")).first().m
     return CheckOutcome(

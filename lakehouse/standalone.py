@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -43,7 +44,7 @@ def standalone_cluster(work_dir: Path, cores: int = 2, memory: str = "3g", timeo
     """Start a master and a worker; yields the master URL; stops both on exit."""
     work_dir.mkdir(parents=True, exist_ok=True)
     home = spark_home()
-    port, ui_port, worker_ui_port = _free_port(), _free_port(), _free_port()
+    port, ui_port, worker_ui_port = free_port(), free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": sys.executable,
            "SPARK_LOG_DIR": str(work_dir / "logs"), "SPARK_WORKER_DIR": str(work_dir / "work")}
     spark_class = [str(home / "bin" / "spark-class")]

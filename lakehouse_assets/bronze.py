@@ -4,7 +4,7 @@ import dagster as dg
 
 from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, Entity
-from lakehouse_assets.metadata import check_result, markdown_table, table_metadata
+from lakehouse_assets.metadata import markdown_table, spark_check, table_metadata
 from resources import ComputeResource, LandingZoneResource, SparkResource
 
 # Runs touching the same tables queue behind each other (Iceberg commits and watermarks assume one writer).
@@ -68,28 +68,23 @@ def bronze_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
     """Bronze keeps everything raw: the contract's header, every record of every file, complete lineage."""
     key = dg.AssetKey(["bronze", entity.plural])
 
-    @dg.asset_check(
-        asset=key, name="header_matches_contract", blocking=False,
-        description="The latest batch's files have the contract's header; rejected files and new columns warn.",
-    )
-    def _header(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.bronze_header(spark.spark_session, entity), dg.AssetCheckSeverity.WARN)
-
-    @dg.asset_check(
-        asset=key, name="rows_match_file", blocking=True,
-        description="Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
-    )
-    def _rows(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.bronze_row_counts(spark.spark_session, entity))
-
-    @dg.asset_check(
-        asset=key, name="ingestion_metadata_complete", blocking=True,
-        description="Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
-    )
-    def _metadata(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.bronze_metadata(spark.spark_session, entity))
-
-    return [_header, _rows, _metadata]
+    return [
+        spark_check(
+            key, "header_matches_contract",
+            "The latest batch's files have the contract's header; rejected files and new columns warn.",
+            lambda spark: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN,
+        ),
+        spark_check(
+            key, "rows_match_file",
+            "Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
+            lambda spark: quality.bronze_row_counts(spark, entity), blocking=True,
+        ),
+        spark_check(
+            key, "ingestion_metadata_complete",
+            "Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
+            lambda spark: quality.bronze_metadata(spark, entity), blocking=True,
+        ),
+    ]
 
 
 bronze_posts = bronze_asset(Entity.POST)

@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 from lakehouse import pipeline, quality
 from lakehouse.contracts import GOLD, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import check_result, table_metadata
+from lakehouse_assets.metadata import spark_check, table_metadata
 from resources import ComputeResource, SparkResource
 
 SILVER_POSTS = dg.AssetKey(["silver", "posts"])
@@ -94,23 +94,16 @@ def gold_checks(table_key: str) -> list[dg.AssetChecksDefinition]:
     contract = GOLD[table_key]
     sources = [SILVER[Entity.POST if k == SILVER_POSTS else Entity.COMMENT].identifier for k in DEPS[table_key]]
 
-    @dg.asset_check(asset=key, name="schema_matches_contract",
-                    description="Column names, order, types and nullability exactly as in docs/tables.md.")
-    def _schema(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.schema_matches(spark.spark_session, contract))
-
-    @dg.asset_check(asset=key, name="reconciles_with_silver",
-                    description="Per key, Gold's rows and counts equal what Silver holds.")
-    def _reconciled(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.gold_reconciled(spark.spark_session, table_key))
-
-    @dg.asset_check(asset=key, name="fresh",
-                    description="Gold has read every Silver change (its watermarks reach Silver's latest update).")
-    def _fresh(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        outcome = quality.gold_freshness(spark.spark_session, table_key, sources)
-        return check_result(context, outcome, dg.AssetCheckSeverity.WARN)
-
-    return [_schema, _reconciled, _fresh]
+    return [
+        spark_check(key, "schema_matches_contract",
+                    "Column names, order, types and nullability exactly as in docs/tables.md.",
+                    lambda spark: quality.schema_matches(spark, contract)),
+        spark_check(key, "reconciles_with_silver", "Per key, Gold's rows and counts equal what Silver holds.",
+                    lambda spark: quality.gold_reconciled(spark, table_key)),
+        spark_check(key, "fresh", "Gold has read every Silver change (its watermarks reach Silver's latest update).",
+                    lambda spark: quality.gold_freshness(spark, table_key, sources),
+                    severity=dg.AssetCheckSeverity.WARN),
+    ]
 
 
 gold_assets = [gold_asset(k) for k in GOLD]

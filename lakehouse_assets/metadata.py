@@ -1,8 +1,7 @@
 """Materialisation metadata shared by every layer: row count, schema, preview, Iceberg snapshot."""
 
-from __future__ import annotations
-
-from typing import Any
+# No `from __future__ import annotations`: Dagster reads the check function's annotations at definition time.
+from typing import Any, Callable
 
 import dagster as dg
 from pyspark.sql import SparkSession
@@ -12,6 +11,7 @@ from lakehouse.contracts import TableContract
 from lakehouse.markdown import markdown_table
 from lakehouse.quality import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
+from resources import SparkResource
 
 PREVIEW_ROWS = 5
 
@@ -77,3 +77,21 @@ def check_result(
         check_name=check_name,
         asset_key=asset_key,
     )
+
+
+def spark_check(
+    asset: dg.AssetKey,
+    name: str,
+    description: str,
+    evaluate: Callable[[SparkSession], CheckOutcome],
+    *,
+    blocking: bool = False,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetChecksDefinition:
+    """An asset check whose outcome `evaluate` computes with the run's Spark session."""
+
+    @dg.asset_check(asset=asset, name=name, description=description, blocking=blocking)
+    def _check(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
+        return check_result(context, evaluate(spark.spark_session), severity, check_name=name)
+
+    return _check

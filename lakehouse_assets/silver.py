@@ -5,7 +5,7 @@ import dagster as dg
 from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import check_result, markdown_table, table_metadata
+from lakehouse_assets.metadata import check_result, markdown_table, spark_check, table_metadata
 from resources import ComputeResource, LakehouseResource, SparkResource
 
 
@@ -82,12 +82,10 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey(["silver", entity.plural])
     quarantine_key = dg.AssetKey(["silver", f"{entity.plural}_quarantine"])
 
-    @dg.asset_check(
-        asset=key, name="primary_key_unique", blocking=True,
-        description=f"Every {entity.value} id is present and appears once.",
+    primary_key = spark_check(
+        key, "primary_key_unique", f"Every {entity.value} id is present and appears once.",
+        lambda spark: quality.silver_primary_key(spark, entity), blocking=True,
     )
-    def _primary_key(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.silver_primary_key(spark.spark_session, entity))
 
     value_specs = [
         dg.AssetCheckSpec(
@@ -110,12 +108,11 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
         if post_id is not None:
             yield check_result(context, post_id, check_name="post_id_parsed", asset_key=key)
 
-    @dg.asset_check(
-        asset=key, name="bronze_reconciled", blocking=True,
-        description="Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
+    reconciled = spark_check(
+        key, "bronze_reconciled",
+        "Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
+        lambda spark: quality.bronze_reconciled(spark, entity), blocking=True,
     )
-    def _reconciled(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, quality.bronze_reconciled(spark.spark_session, entity))
 
     @dg.asset_check(
         asset=quarantine_key, name="quarantine_rate", blocking=False,
@@ -127,7 +124,7 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
         outcome = quality.quarantine_rate(spark.spark_session, entity, lakehouse.quarantine_max_rate[entity.value])
         return check_result(context, outcome, dg.AssetCheckSeverity.WARN)
 
-    return [_primary_key, _values, _reconciled, _rate]
+    return [primary_key, _values, reconciled, _rate]
 
 
 defs = dg.Definitions(

@@ -78,20 +78,14 @@ def meirl() -> Path:
     return SHARED_DATA
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """A real moto server (S3, Glue, Athena over HTTP) on loopback, with test credentials in the environment."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    from lakehouse.standalone import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
