@@ -33,6 +33,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 from measure import measure  # noqa: E402
+from throughput import ASSET_STEPS, step_seconds  # noqa: E402
 
 from lakehouse.generator import generate  # noqa: E402
 
@@ -53,14 +54,16 @@ def _env(home: Path) -> dict:
     return {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
 
 
-def run_lakehouse(home: Path, select: str = "*") -> dict:
+def run_lakehouse(home: Path, select: str = "*", log_name: str = "materialize.log") -> dict:
     env = _env(home)
     subprocess.run([str(BIN / "lakehouse"), "init"], env=env, check=True, capture_output=True)
-    with (home / "materialize.log").open("a") as log:
+    log_path = home / log_name
+    with log_path.open("w") as log:
         result = measure([str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions",
                           "--select", select], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if result["exit"]:
-        raise SystemExit(f"lakehouse run failed; see {home / 'materialize.log'}")
+        raise SystemExit(f"lakehouse run failed; see {log_path}")
+    result["steps"] = step_seconds(log_path.read_text())
     return result
 
 
@@ -98,11 +101,11 @@ def incremental(home: Path, root: Path) -> dict:
 
     Materialises what the sensor's run for a posts file selects: bronze/posts and everything downstream of it.
     """
-    new = generate(root / "increment", posts=10_000, comments=0, files=1, seed=7, id_offset=50_000_000,
+    new = generate(root / f"increment-{home.name}", posts=10_000, comments=0, files=1, seed=7, id_offset=50_000_000,
                    prefix="increment", repeat_share=0)
     target = home / "landing" / "input" / "post" / new.posts[0].name
     shutil.copy(new.posts[0], target)
-    return run_lakehouse(home, select="bronze/posts*")
+    return run_lakehouse(home, select="bronze/posts*", log_name="incremental.log")
 
 
 def latency() -> dict:
@@ -152,11 +155,25 @@ def report(result: dict, png: Path) -> str:
         t = last[name]["seconds"] / first[name]["seconds"]
         mem = last[name]["peak_rss_mb"] / first[name]["peak_rss_mb"]
         lines.append(f"- {name}: wall time x{t:.1f}, peak memory x{mem:.1f}")
+    lines += ["", "Where the lakehouse's time goes (sum of Dagster step durations; the rest is process and Spark start-up):", ""]
+    for size in result["sizes"]:
+        steps = size["lakehouse"].get("steps", {})
+        checks = sum(v for k, v in steps.items() if k not in ASSET_STEPS)
+        lines.append(f"- {size['raw_rows']:,} rows: asset steps {sum(steps.values()) - checks:.1f} s, "
+                     f"{len(steps) - len(ASSET_STEPS & set(steps))} check steps {checks:.1f} s, "
+                     f"of {size['lakehouse']['seconds']:.1f} s")
     if "incremental" in result:
         inc = result["incremental"]
         lines += ["", f"Incremental: one new 10,000-row posts file into the loaded {last['raw_rows']:,}-row lakehouse: "
                       f"{inc['seconds']:.1f} s, peak {inc['peak_rss_mb'] / 1024:.2f} GiB (`dagster asset materialize --select "
-                      "'bronze/posts*'`, the sensor's selection, checks included)."]
+                      "'bronze/posts*'`, the sensor's selection, checks included).", "",
+                  *([f"The same file into the {first['raw_rows']:,}-row lakehouse: "
+                     f"{result['incremental_smallest']['seconds']:.1f} s, peak "
+                     f"{result['incremental_smallest']['peak_rss_mb'] / 1024:.2f} GiB (what the loaded size adds).", ""]
+                    if "incremental_smallest" in result else []),
+                  "Where the incremental run's time goes (Dagster step durations; the rest is process start-up):", "",
+                  "| step | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in sorted(inc.get("steps", {}).items(), key=lambda kv: -kv[1])]
     if "latency" in result and "median_s" in json.dumps(result["latency"]):
         lat = result["latency"]
         lines += ["", f"Land-to-Gold latency with the sensor running: {json.dumps(lat)}"]
@@ -180,6 +197,8 @@ def main() -> int:
             print(json.dumps({k: v for k, v in result["sizes"][-1].items() if k != "home"}, default=str), flush=True)
         if not args.no_incremental:
             result["incremental"] = incremental(Path(result["sizes"][-1]["home"]), root)
+            if len(result["sizes"]) > 1:  # the same file into the smallest lakehouse: what the loaded size costs
+                result["incremental_smallest"] = incremental(Path(result["sizes"][0]["home"]), root)
         if not args.no_latency:
             result["latency"] = latency()
         out = Path(args.results)

@@ -33,6 +33,18 @@ def _seconds(text: str) -> float:
     for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", text):
         total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
     return total
+
+
+def step_seconds(log: str) -> dict[str, float]:
+    """Each finished step's duration from a `dagster asset materialize` log."""
+    out = {}
+    for line in log.splitlines():  # ... STEP_SUCCESS - Finished execution of step "silver_posts" in 1m 2s.
+        match = re.search(r'STEP_SUCCESS - Finished execution of step "([^"]+)" in (.+)\.$', line)
+        if match:
+            out[match.group(1)] = _seconds(match.group(2))
+    return out
+
+
 BIN = Path(sys.executable).parent
 
 
@@ -59,12 +71,8 @@ def main() -> int:
             run = measure([str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions",
                            "--select", "*"], env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
         steps = [line.split(" - ")[-1].strip() for line in log.read_text().splitlines() if "STEP_SUCCESS" in line]
-        step_seconds = {}
-        for line in steps:  # Finished execution of step "silver_posts" in 1m 2s.
-            match = re.search(r'step "([^"]+)" in (.+)\.$', line)
-            if match:
-                step_seconds[match.group(1)] = _seconds(match.group(2))
-        checks_s = sum(v for k, v in step_seconds.items() if k not in ASSET_STEPS)
+        step_seconds_ = step_seconds(log.read_text())
+        checks_s = sum(v for k, v in step_seconds_.items() if k not in ASSET_STEPS)
         counts = subprocess.run([str(BIN / "lakehouse"), "tables"], env=env, check=True, capture_output=True,
                                 text=True).stdout
         rows = sum(int(line.split()[1]) for line in counts.splitlines() if line.startswith("bronze.posts")
@@ -75,7 +83,7 @@ def main() -> int:
             "raw_rows": rows,
             "rows_per_second": round(rows / run["seconds"]),
             "steps": steps,
-            "asset_step_seconds": round(sum(step_seconds.values()) - checks_s, 1),
+            "asset_step_seconds": round(sum(step_seconds_.values()) - checks_s, 1),
             "check_step_seconds": round(checks_s, 1),
             # Checks as a share of the run's wall time (process start, Spark start and commits included).
             "check_share_of_run": round(checks_s / run["seconds"], 3),

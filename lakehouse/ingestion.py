@@ -27,6 +27,8 @@ class LogEntry:
     source_modified_at: datetime | None
     batch_id: str
     status: str
+    # Records Bronze's scan found bytes that are not UTF-8 in (None: logged before it counted them).
+    invalid_utf8_records: int | None = None
 
 
 def _micros(ts: datetime | None) -> int | None:

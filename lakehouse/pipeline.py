@@ -76,7 +76,8 @@ def log_entries(spark: SparkSession, entity: Entity) -> list[LogEntry]:
     rows = (
         spark.table(INGESTION_LOG.identifier)
         .where(F.col("entity") == entity.value)
-        .select("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status")
+        .select("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status",
+                "invalid_utf8_records")
         .collect()
     )
     return [LogEntry(**r.asDict()) for r in rows]
@@ -298,6 +299,27 @@ def loaded_files(spark: SparkSession, entries: list[LogEntry]) -> DataFrame:
     return F.broadcast(spark.createDataFrame(rows, "_batch_id string, _source_uri string, _source_etag string"))
 
 
+def bronze_rows(
+    spark: SparkSession, entity: Entity, start: int | None, end: int, entries: list[LogEntry]
+) -> DataFrame:
+    """Bronze rows appended in snapshots (start, end] (start None: all up to end) of files the log loaded."""
+    reader = spark.read.format("iceberg")
+    reader = (
+        reader.option("start-snapshot-id", str(start)).option("end-snapshot-id", str(end))
+        if start is not None
+        else reader.option("snapshot-id", str(end))
+    )
+    return reader.load(BRONZE[entity].identifier).join(
+        loaded_files(spark, entries), ["_batch_id", "_source_uri", "_source_etag"], "left_semi"
+    )
+
+
+def utf8_suspects(entries: list[LogEntry]) -> list[str]:
+    """Files Bronze's scan found bytes that are not UTF-8 in (or loaded before it counted them)."""
+    return sorted({e.source_uri for e in entries if e.status == LOADED
+                   and (e.invalid_utf8_records is None or e.invalid_utf8_records > 0)})
+
+
 def _bronze_range(
     spark: SparkSession, entity: Entity, silver_table: str
 ) -> tuple[int | None, int | None, list[LogEntry]]:
@@ -333,25 +355,9 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
     result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
     if end is None or end == start:
         return result
-    reader = spark.read.format("iceberg")
-    reader = (
-        reader.option("start-snapshot-id", str(start)).option("end-snapshot-id", str(end))
-        if start is not None
-        else reader.option("snapshot-id", str(end))
-    )
-    bronze = reader.load(bronze_table).join(
-        loaded_files(spark, entries), ["_batch_id", "_source_uri", "_source_etag"], "left_semi"
-    )
-
+    bronze = bronze_rows(spark, entity, start, end, entries)
     now = now or utcnow()
-    # Files Bronze's scan found bytes that are not UTF-8 in (or loaded before it counted them).
-    suspects = [
-        r.source_uri for r in spark.table(INGESTION_LOG.identifier)
-        .where((F.col("entity") == entity.value) & (F.col("status") == LOADED)
-               & F.coalesce(F.col("invalid_utf8_records") > 0, F.lit(True)))
-        .select("source_uri").distinct().collect()
-    ]
-    typed = silver_tf.typed(bronze, entity, now, suspects).persist()
+    typed = silver_tf.typed(bronze, entity, now, utf8_suspects(entries)).persist()
     try:
         # One pass for the totals and the reason codes.
         stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()
@@ -364,7 +370,10 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
                 ["_source_uri", "_source_etag", "_source_row"],
             )
         latest = silver_tf.to_silver(typed, entity, utcnow())
-        current = spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash"))
+        current = tables.keys_present(
+            spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
+            small_source=result.bronze_rows <= tables.BROADCAST_KEYS_MAX,
+        )
         state = (
             F.when(F.col("_current_hash").isNull(), "inserted")
             .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
@@ -383,7 +392,8 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
                 inserts.writeTo(silver_table).append()
             if result.updated:
                 updates = compared.where(F.col("_state") == "updated").drop("_current_hash", "_state")
-                tables.upsert(spark, silver_table, updates, ["id"])
+                tables.upsert(spark, silver_table, updates, ["id"],
+                              small_source=result.updated <= tables.BROADCAST_KEYS_MAX)
         finally:
             compared.unpersist()
     finally:
@@ -422,11 +432,15 @@ class _Changes:
         return df.where(F.col("_updated_at") <= F.timestamp_micros(F.lit(self.until)))
 
 
-def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
-    mark = tables.watermark(spark, gold_table, silver_table)
+def changes_since(spark: SparkSession, silver_table: str, since: int | str | None) -> _Changes:
+    """Silver rows changed after `since` (micros; None: every row) up to Silver's latest change."""
     # Answered from file statistics (Iceberg aggregate push-down), not by scanning Silver.
     high = spark.table(silver_table).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
-    return _Changes(silver_table, int(mark) if mark else None, high)
+    return _Changes(silver_table, int(since) if since else None, high)
+
+
+def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
+    return changes_since(spark, silver_table, tables.watermark(spark, gold_table, silver_table))
 
 
 def _entity_gold(table_key: str) -> tuple[Entity, str]:
@@ -446,7 +460,7 @@ def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None
     out = build(changes.rows(spark), now or utcnow()).persist()
     try:
         result.rows_written = out.count()
-        tables.upsert(spark, gold_table, out, [key])
+        tables.upsert(spark, gold_table, out, [key], small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
     finally:
         out.unpersist()
     result.watermarks = {changes.table: str(changes.until)}
@@ -492,7 +506,8 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
     try:
         result.rows_written = out.count()
         if result.rows_written:
-            tables.upsert(spark, gold_table, out, merge_keys)
+            tables.upsert(spark, gold_table, out, merge_keys,
+                          small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
     finally:
         out.unpersist()
         if not full:

@@ -121,9 +121,14 @@ def set_watermarks(spark: SparkSession, table: str, marks: dict[str, str]) -> No
     This is a separate commit from the data, so every step is written to be idempotent: a crash between the
     two re-processes the same input and changes nothing.
     """
-    if marks:
-        props = ", ".join(f"'{WATERMARK_PREFIX}{k}'='{v}'" for k, v in marks.items())
-        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({props})")
+    set_properties(spark, table, {WATERMARK_PREFIX + k: v for k, v in marks.items()})
+
+
+def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> None:
+    """Set table properties (a metadata-only commit: no new snapshot, no data rewritten)."""
+    if props:
+        pairs = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
+        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
 
 
 def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str) -> None:
@@ -137,18 +142,33 @@ def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], c
         spark.catalog.dropTempView(view)
 
 
-def upsert(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
+# Up to this many source rows, the table's keys are filtered by a broadcast of the source's keys before the
+# join: an incremental batch then reads the key columns once and shuffles only its own rows, not the table.
+BROADCAST_KEYS_MAX = 200_000
+
+
+def keys_present(target: DataFrame, source: DataFrame, keys: list[str], small_source: bool) -> DataFrame:
+    """`target` restricted to the keys `source` holds."""
+    if not small_source:
+        return target
+    return target.join(F.broadcast(source.select(*keys).distinct()), keys, "left_semi")
+
+
+def upsert(
+    spark: SparkSession, table: str, source: DataFrame, keys: list[str], small_source: bool = False
+) -> None:
     """MERGE `source` into `table` by `keys` (source holds one row per key).
 
     Keys the table does not hold yet are appended: only keys already present go through MERGE, whose
-    copy-on-write rewrite is the expensive part. A crash between the two commits is safe: re-run, the
+    copy-on-write rewrite is the expensive part. `small_source` (at most BROADCAST_KEYS_MAX rows) broadcasts
+    the source's keys to filter the table's. A crash between the two commits is safe: re-run, the
     appended keys are present and take the MERGE path, which rewrites them with the same values.
     """
     snap = current_snapshot(spark, table)
     if snap is None or int(snap.summary.get("total-records", "0")) == 0:
         source.writeTo(table).append()  # a first load: nothing to match, no join, no cache
         return
-    present = spark.table(table).select(*keys).withColumn("_present", F.lit(True))
+    present = keys_present(spark.table(table).select(*keys), source, keys, small_source).withColumn("_present", F.lit(True))
     tagged = source.join(present, keys, "left").persist()
     try:
         counts = {r._present: r["count"] for r in tagged.groupBy("_present").count().collect()}

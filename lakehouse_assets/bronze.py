@@ -72,17 +72,17 @@ def bronze_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
         spark_check(
             key, "header_matches_contract",
             "The latest batch's files have the contract's header; rejected files and new columns warn.",
-            lambda spark: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN,
+            lambda spark, full: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN,
         ),
         spark_check(
             key, "rows_match_file",
             "Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
-            lambda spark: quality.bronze_row_counts(spark, entity), blocking=True,
+            lambda spark, full: quality.bronze_row_counts(spark, entity), blocking=True,
         ),
         spark_check(
             key, "ingestion_metadata_complete",
             "Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
-            lambda spark: quality.bronze_metadata(spark, entity), blocking=True,
+            lambda spark, full: quality.bronze_metadata(spark, entity), blocking=True,
         ),
     ]
 

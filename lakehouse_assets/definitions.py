@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from lakehouse.settings import load_settings
-from lakehouse_assets import bronze, gold, silver
+from lakehouse_assets import bronze, checks, gold, silver
 from resources import resources_for
 import sensors
 
@@ -15,6 +15,7 @@ defs = dg.Definitions.merge(
     bronze.defs,
     silver.defs,
     gold.defs,
+    checks.defs,
     sensors.defs,
     dg.Definitions(
         resources=resources_for(settings),

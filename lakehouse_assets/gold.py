@@ -97,11 +97,11 @@ def gold_checks(table_key: str) -> list[dg.AssetChecksDefinition]:
     return [
         spark_check(key, "schema_matches_contract",
                     "Column names, order, types and nullability exactly as in docs/tables.md.",
-                    lambda spark: quality.schema_matches(spark, contract)),
+                    lambda spark, full: quality.schema_matches(spark, contract)),
         spark_check(key, "reconciles_with_silver", "Per key, Gold's rows and counts equal what Silver holds.",
-                    lambda spark: quality.gold_reconciled(spark, table_key)),
+                    lambda spark, full: quality.gold_reconciled(spark, table_key, full=full)),
         spark_check(key, "fresh", "Gold has read every Silver change (its watermarks reach Silver's latest update).",
-                    lambda spark: quality.gold_freshness(spark, table_key, sources),
+                    lambda spark, full: quality.gold_freshness(spark, table_key, sources),
                     severity=dg.AssetCheckSeverity.WARN),
     ]
 

@@ -14,6 +14,13 @@ from lakehouse.settings import CATALOG_NAME
 from resources import SparkResource
 
 PREVIEW_ROWS = 5
+# Runs tagged `lakehouse/check_scope=full` (the nightly `full_quality_checks` job) make every check look at
+# whole tables; otherwise the expensive checks look at what changed since they last passed.
+CHECK_SCOPE_TAG = "lakehouse/check_scope"
+
+
+def full_scope(context: dg.AssetCheckExecutionContext) -> bool:
+    return context.run.tags.get(CHECK_SCOPE_TAG) == "full"
 
 
 def column_schema(contract: TableContract) -> dg.TableSchema:
@@ -83,15 +90,15 @@ def spark_check(
     asset: dg.AssetKey,
     name: str,
     description: str,
-    evaluate: Callable[[SparkSession], CheckOutcome],
+    evaluate: Callable[[SparkSession, bool], CheckOutcome],
     *,
     blocking: bool = False,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetChecksDefinition:
-    """An asset check whose outcome `evaluate` computes with the run's Spark session."""
+    """An asset check whose outcome `evaluate(spark, full)` computes with the run's Spark session."""
 
     @dg.asset_check(asset=asset, name=name, description=description, blocking=blocking)
     def _check(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, evaluate(spark.spark_session), severity, check_name=name)
+        return check_result(context, evaluate(spark.spark_session, full_scope(context)), severity, check_name=name)
 
     return _check

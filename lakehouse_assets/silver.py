@@ -5,7 +5,7 @@ import dagster as dg
 from lakehouse import pipeline, quality
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import check_result, markdown_table, spark_check, table_metadata
+from lakehouse_assets.metadata import check_result, full_scope, markdown_table, spark_check, table_metadata
 from resources import ComputeResource, LakehouseResource, SparkResource
 
 
@@ -84,7 +84,7 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
 
     primary_key = spark_check(
         key, "primary_key_unique", f"Every {entity.value} id is present and appears once.",
-        lambda spark: quality.silver_primary_key(spark, entity), blocking=True,
+        lambda spark, full: quality.silver_primary_key(spark, entity, full=full), blocking=True,
     )
 
     value_specs = [
@@ -103,7 +103,7 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
     @dg.multi_asset_check(specs=value_specs, name=f"silver_{entity.plural}_values")
     def _values(context: dg.AssetCheckExecutionContext, spark: SparkResource):
         # One scan of Silver answers both checks.
-        types, post_id = quality.silver_values(spark.spark_session, entity, pipeline.utcnow())
+        types, post_id = quality.silver_values(spark.spark_session, entity, pipeline.utcnow(), full=full_scope(context))
         yield check_result(context, types, check_name="types_and_ranges", asset_key=key)
         if post_id is not None:
             yield check_result(context, post_id, check_name="post_id_parsed", asset_key=key)
@@ -111,7 +111,7 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
     reconciled = spark_check(
         key, "bronze_reconciled",
         "Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
-        lambda spark: quality.bronze_reconciled(spark, entity), blocking=True,
+        lambda spark, full: quality.bronze_reconciled(spark, entity, full=full), blocking=True,
     )
 
     @dg.asset_check(

@@ -7,6 +7,7 @@ the check catches it with a useful sample, and puts the table back (Iceberg roll
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -31,21 +32,21 @@ def load(spark, zone, files) -> None:
         pipeline.update_gold_aggregate(spark, key)
 
 
-def all_outcomes(spark) -> dict[str, quality.CheckOutcome]:
+def all_outcomes(spark, full: bool = True) -> dict[str, quality.CheckOutcome]:
     out = {}
     for e in Entity:
         out[f"bronze/{e.plural}:header"] = quality.bronze_header(spark, e)
         out[f"bronze/{e.plural}:rows"] = quality.bronze_row_counts(spark, e)
         out[f"bronze/{e.plural}:metadata"] = quality.bronze_metadata(spark, e)
-        out[f"silver/{e.plural}:pk"] = quality.silver_primary_key(spark, e)
-        types, post_id = quality.silver_values(spark, e, NOW)
+        out[f"silver/{e.plural}:pk"] = quality.silver_primary_key(spark, e, full=full)
+        types, post_id = quality.silver_values(spark, e, NOW, full=full)
         out[f"silver/{e.plural}:types"] = types
         if post_id:
             out[f"silver/{e.plural}:post_id"] = post_id
-        out[f"silver/{e.plural}:reconciled"] = quality.bronze_reconciled(spark, e)
+        out[f"silver/{e.plural}:reconciled"] = quality.bronze_reconciled(spark, e, full=full)
     for key in GOLD:
         out[f"gold/{key}:schema"] = quality.schema_matches(spark, GOLD[key])
-        out[f"gold/{key}:reconciled"] = quality.gold_reconciled(spark, key)
+        out[f"gold/{key}:reconciled"] = quality.gold_reconciled(spark, key, full=full)
     return out
 
 
@@ -65,13 +66,21 @@ def restore(spark, loaded):
     """Roll every table back to where the test found it."""
     from lakehouse.contracts import ALL_TABLES
 
+    def marks(table: str) -> dict[str, str]:  # watermarks and check marks are table properties, not snapshots
+        return {k: v for k, v in tables.table_properties(spark, table).items() if k.startswith("lakehouse.")}
+
     saved = {c.identifier: getattr(tables.current_snapshot(spark, c.identifier), "snapshot_id", None)
              for c in ALL_TABLES}
+    saved_marks = {table: marks(table) for table in saved}
     yield
     for table, snap in saved.items():
         current = getattr(tables.current_snapshot(spark, table), "snapshot_id", None)
         if snap is not None and current != snap:
             spark.sql(f"CALL lakehouse.system.rollback_to_snapshot('{table}', {snap})")
+        added = sorted(set(marks(table)) - set(saved_marks[table]))
+        if added:
+            spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ({', '.join(repr(k) for k in added)})")
+        tables.set_properties(spark, table, saved_marks[table])
 
 
 def test_a_healthy_lakehouse_passes_every_check(spark, loaded):
@@ -97,7 +106,7 @@ def test_rows_lost_from_bronze_are_caught(spark, restore):
 
 def test_a_silver_row_lost_is_unaccounted(spark, restore):
     spark.sql("DELETE FROM silver.comments WHERE id = (SELECT min(id) FROM silver.comments)")
-    outcome = quality.bronze_reconciled(spark, Entity.COMMENT)
+    outcome = quality.bronze_reconciled(spark, Entity.COMMENT, full=True)
     assert not outcome.passed and outcome.metrics["unaccounted"] >= 1 and outcome.sample
 
 
@@ -107,9 +116,11 @@ def test_a_lost_update_is_caught(spark, restore):
                     "ORDER BY 1 LIMIT 1").first().id
     older = spark.sql(f"SELECT _source_uri, _source_row FROM bronze.posts WHERE trim(id) = '{dup}' "
                       "ORDER BY _ingested_at, _source_uri, _source_row LIMIT 1").first()
-    spark.sql(f"UPDATE silver.posts SET _source_uri = '{older._source_uri}', _source_row = {older._source_row} "
-              f"WHERE id = '{dup}'")
-    outcome = quality.bronze_reconciled(spark, Entity.POST)
+    # Silver points at the older row and holds other values than the newest row's (an identical newer row
+    # would be a re-delivery, which Silver rightly does not rewrite).
+    spark.sql(f"UPDATE silver.posts SET _source_uri = '{older._source_uri}', _source_row = {older._source_row}, "
+              f"_row_hash = sha2('an older version', 256) WHERE id = '{dup}'")
+    outcome = quality.bronze_reconciled(spark, Entity.POST, full=True)
     assert not outcome.passed and outcome.metrics["newer_than_silver"] == 1
     assert outcome.sample[0]["id"] == dup and outcome.sample[0]["_state"] == "newer_than_silver"
 
@@ -118,15 +129,15 @@ def test_values_out_of_range_are_caught(spark, restore):
     spark.sql("UPDATE silver.comments SET sentiment = 1.5 WHERE id = (SELECT min(id) FROM silver.comments)")
     spark.sql("UPDATE silver.posts SET created_utc = timestamp'2004-01-01 00:00:00', "
               "created_date = date'2004-01-01' WHERE id = (SELECT min(id) FROM silver.posts)")
-    comments, _ = quality.silver_values(spark, Entity.COMMENT, NOW)
-    posts, _ = quality.silver_values(spark, Entity.POST, NOW)
+    comments, _ = quality.silver_values(spark, Entity.COMMENT, NOW, full=True)
+    posts, _ = quality.silver_values(spark, Entity.POST, NOW, full=True)
     assert not comments.passed and comments.metrics["sentiment_out_of_range"] == 1
     assert not posts.passed and posts.metrics["created_utc_out_of_range"] == 1 and posts.sample
 
 
 def test_a_wrong_post_id_is_caught(spark, restore):
     spark.sql("UPDATE silver.comments SET post_id = 'zzzzzz' WHERE id = (SELECT min(id) FROM silver.comments)")
-    _, post_id = quality.silver_values(spark, Entity.COMMENT, NOW)
+    _, post_id = quality.silver_values(spark, Entity.COMMENT, NOW, full=True)
     assert not post_id.passed and post_id.sample[0]["post_id"] == "zzzzzz"
 
 
@@ -134,9 +145,9 @@ def test_gold_that_does_not_add_up_is_caught(spark, restore):
     spark.sql("UPDATE gold.subreddit_daily SET comments = comments + 1 "
               "WHERE activity_date = (SELECT min(activity_date) FROM gold.subreddit_daily)")
     spark.sql("DELETE FROM gold.posts WHERE post_id = (SELECT min(post_id) FROM gold.posts)")
-    daily = quality.gold_reconciled(spark, "subreddit_daily")
+    daily = quality.gold_reconciled(spark, "subreddit_daily", full=True)
     assert not daily.passed and daily.sample[0]["gold_comments"] == daily.sample[0]["expected_comments"] + 1
-    posts = quality.gold_reconciled(spark, "posts")
+    posts = quality.gold_reconciled(spark, "posts", full=True)
     assert not posts.passed and posts.metrics["mismatched_keys"] == 1
 
 
@@ -180,3 +191,57 @@ def test_a_failing_bronze_gate_stops_silver_in_the_run(spark, loaded, restore, t
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "silver/posts" not in materialized and "silver/comments" in materialized
     assert tables.current_snapshot(spark, SILVER[Entity.POST].identifier).snapshot_id == silver_before
+
+
+def _run_pipeline(spark, zone, entity: Entity) -> pipeline.SilverResult:
+    pipeline.ingest_bronze(spark, zone, entity)
+    silver = pipeline.update_silver(spark, entity)
+    for key in ("posts", "comments"):
+        pipeline.update_gold_entity(spark, key)
+    for key in ("subreddit_daily", "post_engagement"):
+        pipeline.update_gold_aggregate(spark, key)
+    return silver
+
+
+def test_checks_look_at_what_changed_since_they_last_passed(spark, loaded, restore, tmp_path):
+    """After a pass, the expensive checks read only what later runs changed; a failure stays in scope."""
+    assert {k: o.summary for k, o in all_outcomes(spark, full=True).items() if not o.passed} == {}
+    files = generate(tmp_path / "inc", posts=40, comments=0, files=1, seed=5, id_offset=20_000, repeat_share=0)
+    loaded.land(files.posts[0], Entity.POST)
+    silver = _run_pipeline(spark, loaded, Entity.POST)
+    assert silver.inserted > 0 and silver.updated == 0
+
+    outcomes = all_outcomes(spark, full=False)
+    assert {k: o.summary for k, o in outcomes.items() if not o.passed} == {}
+    pk = outcomes["silver/posts:pk"].metrics
+    assert pk["scope"] == "changed since last verified"
+    assert pk["rows_checked"] == silver.inserted < pk["rows"]
+    reconciled = outcomes["silver/posts:reconciled"].metrics
+    assert reconciled["scope"] != "full" and reconciled["bronze_rows"] == silver.bronze_rows
+    assert outcomes["silver/posts:types"].metrics["rows"] == silver.inserted
+    assert outcomes["gold/posts:reconciled"].metrics["scope"] == "keys changed since last verified"
+    # Nothing changed since: nothing to read.
+    assert quality.silver_primary_key(spark, Entity.POST).metrics["rows_checked"] == 0
+
+    # A bad write that goes through Silver's change tracking is caught, and stays caught until it is fixed.
+    spark.sql("UPDATE silver.posts SET created_date = date'2004-01-01', _updated_at = current_timestamp() "
+              "WHERE id = (SELECT max(id) FROM silver.posts)")
+    for _ in range(2):
+        types, _ = quality.silver_values(spark, Entity.POST, NOW)
+        assert not types.passed and types.metrics["created_date_mismatch"] == 1 and types.metrics["rows"] == 1
+
+
+def test_a_redelivered_file_reconciles(spark, loaded, restore, tmp_path):
+    """The same export landed again under another name: Bronze keeps both deliveries, Silver does not rewrite
+    the unchanged rows, and the reconciliation counts those as re-deliveries rather than lost updates."""
+    original = sorted(loaded.list_files(Entity.POST), key=lambda f: f.key)[0]
+    copy = tmp_path / "again.csv"
+    copy.write_bytes(Path(original.read_location.removeprefix("file://")).read_bytes())
+    loaded.land(copy, Entity.POST, name="redelivered.csv")
+    silver = _run_pipeline(spark, loaded, Entity.POST)
+    # Unchanged ids are not rewritten (ids the other original file also held do change: latest delivery wins).
+    assert silver.unchanged > 0
+    for full in (False, True):
+        outcome = quality.bronze_reconciled(spark, Entity.POST, full=full)
+        assert outcome.passed, outcome.summary
+        assert outcome.metrics["redelivered_unchanged"] > 0 and outcome.metrics["newer_than_silver"] == 0

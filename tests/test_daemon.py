@@ -68,6 +68,12 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
         runs_before = len(dagster.graphql(RUNS)["runsOrError"]["results"])
         zone.land(new_version, Entity.POST)
         time.sleep(8)  # several sensor ticks at a 2 s interval
+        # Gold shows the scores before the run's Gold checks finish: wait for the runs to end.
+        dagster.wait(
+            lambda: all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+                        for r in dagster.graphql(RUNS)["runsOrError"]["results"]),
+            timeout=300, what="the sensor's runs to finish",
+        )
         runs = dagster.graphql(RUNS)["runsOrError"]["results"]
         assert len(runs) == runs_before
         assert all(r["status"] == "SUCCESS" for r in runs)

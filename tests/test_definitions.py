@@ -96,3 +96,14 @@ def test_every_layer_is_checked_and_the_gates_block():
     for table in ("posts", "comments", "subreddit_daily", "post_engagement"):
         assert {(f"gold/{table}", n) for n in ("schema_matches_contract", "reconciles_with_silver", "fresh")} <= set(specs)
     assert all(s.description for s in specs.values())
+
+
+def test_a_nightly_job_runs_every_check_over_whole_tables():
+    defs = load_defs()
+    job = defs.resolve_job_def("full_quality_checks")
+    graph = defs.resolve_asset_graph()
+    assert job.tags["lakehouse/check_scope"] == "full"
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == set(graph.asset_check_keys)
+    (schedule,) = [s for s in defs.schedules if s.job_name == "full_quality_checks"]
+    assert schedule.cron_schedule == "0 3 * * *"
+    assert schedule.default_status is dg.DefaultScheduleStatus.RUNNING

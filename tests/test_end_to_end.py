@@ -152,9 +152,11 @@ def test_a_failing_blocking_check_stops_gold(spark, settings, lakehouse, tmp_pat
     lakehouse.land(files.comments[0], Entity.COMMENT)
     materialize_all()
     gold_before = snapshot_ids(spark)["gold.posts"]
-    # Break Silver's primary key behind the pipeline's back: the next run must not carry it into Gold.
+    # A faulty write duplicates a Silver row (stamped as changed, as every Silver write is): the next run must
+    # not carry it into Gold. (Edits that bypass `_updated_at` are the nightly full pass's to find.)
     spark.sql("INSERT INTO silver.posts SELECT * FROM silver.posts LIMIT 1")
-    spark.sql("UPDATE silver.posts SET _updated_at = current_timestamp() WHERE id = (SELECT min(id) FROM silver.posts)")
+    spark.sql("UPDATE silver.posts SET _updated_at = current_timestamp() "
+              "WHERE id = (SELECT id FROM silver.posts GROUP BY id HAVING count(*) > 1)")
 
     from lakehouse_assets.definitions import defs
 
