@@ -50,11 +50,10 @@ def _verified(spark: SparkSession, table: str, check: str, full: bool) -> str | 
     return None if full else tables.table_properties(spark, table).get(VERIFIED_PREFIX + check)
 
 
-def _record_verified(spark: SparkSession, table: str, check: str, outcome: "CheckOutcome", through: Any) -> None:
+def _record_verified(spark: SparkSession, table: str, check: str, passed: bool, through: Any) -> None:
     """Move the check's mark forward when it passed; a failed range stays in scope until it is fixed."""
-    if outcome.passed and through is not None:
+    if passed and through is not None:
         tables.set_properties(spark, table, {VERIFIED_PREFIX + check: str(through)})
-    outcome.metrics["scope"] = outcome.metrics.get("scope", "full")
 
 
 def _scope(changes: "pipeline._Changes") -> str:
@@ -251,7 +250,7 @@ def silver_primary_key(spark: SparkSession, entity: Entity, full: bool = False) 
     scope = df if changes.since is None else df.join(changed.select("id").distinct(), "id", "left_semi")
     row = changed.agg(F.count("*").alias("rows"), F.count("id").alias("non_null")).first()
     duplicated = scope.groupBy("id").count().where("count > 1")
-    dupes = duplicated.agg(F.count("*").alias("ids"), F.sum("count").alias("rows")).first()
+    dupes = duplicated.agg(F.count("*").alias("ids")).first()
     n_dupes, null_ids = dupes.ids or 0, row.rows - row.non_null
     sample = [] if not n_dupes else [
         r.asDict() for r in duplicated.orderBy(F.desc("count")).limit(SAMPLE_ROWS).collect()
@@ -266,7 +265,7 @@ def silver_primary_key(spark: SparkSession, entity: Entity, full: bool = False) 
         sample=sample,
         sample_columns=["id", "count"],
     )
-    _record_verified(spark, table, "primary_key_unique", outcome, changes.until)
+    _record_verified(spark, table, "primary_key_unique", outcome.passed, changes.until)
     return outcome
 
 
@@ -336,7 +335,7 @@ def silver_values(
         sample_columns=shown if broken else schema.sample_columns,
     )
     if entity is Entity.POST:
-        _record_verified(spark, contract.identifier, "values", types, changes.until)
+        _record_verified(spark, contract.identifier, "values", types.passed, changes.until)
         return types, None
     post_sample = _sample(df.where(post_rule), ["id", "post_id", "permalink"]) if post_bad else []
     post_id = CheckOutcome(
@@ -347,8 +346,7 @@ def silver_values(
         sample=post_sample,
         sample_columns=["id", "post_id", "permalink"],
     )
-    both = CheckOutcome(types.passed and post_id.passed, "", dict(types.metrics))
-    _record_verified(spark, contract.identifier, "values", both, changes.until)
+    _record_verified(spark, contract.identifier, "values", types.passed and post_id.passed, changes.until)
     return types, post_id
 
 
@@ -484,7 +482,7 @@ def bronze_reconciled(spark: SparkSession, entity: Entity, full: bool = False) -
         sample=sample,
         sample_columns=["id", "_state", *keys],
     )
-    _record_verified(spark, silver_table, "bronze_reconciled", outcome, mark)
+    _record_verified(spark, silver_table, "bronze_reconciled", outcome.passed, mark)
     return outcome
 
 
@@ -597,7 +595,7 @@ def gold_reconciled(spark: SparkSession, table_key: str, full: bool = False) -> 
         sample_columns=list(sample[0]) if sample else [],
     )
     if None not in through.values():
-        _record_verified(spark, gold_table, "reconciles_with_silver", outcome,
+        _record_verified(spark, gold_table, "reconciles_with_silver", outcome.passed,
                          json.dumps({posts_t: through[posts_t], comments_t: through[comments_t], "gold": gold_high}))
     return outcome
 
