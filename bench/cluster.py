@@ -61,7 +61,7 @@ def main() -> int:
         local_home, cluster_home = root / "local", root / "cluster"
         files = generate(local_home / "landing", posts=args.posts, comments=args.comments, files=args.files)
         shutil.copytree(local_home / "landing", cluster_home / "landing")
-        local = run(local_home, "local[*]", "", "4g")
+        local = run(local_home, "local[*]", "", "3g")
         with standalone_cluster(root / "spark", cores=os.cpu_count() or 2, memory=args.worker_memory) as master:
             # The driver only plans and commits; the executor gets the memory the local driver had.
             cluster = run(cluster_home, master, "spark.executor.memory=4g", "2g")
