@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
@@ -72,15 +72,16 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
+def log_rows(spark: SparkSession, entity: Entity) -> list[dict]:
+    """The entity's ingestion log, every column (one row per file version: small), oldest first."""
+    rows = spark.table(INGESTION_LOG.identifier).where(F.col("entity") == entity.value).collect()
+    return sorted((r.asDict() for r in rows), key=lambda r: r["ingested_at"])
+
+
 def log_entries(spark: SparkSession, entity: Entity) -> list[LogEntry]:
-    rows = (
-        spark.table(INGESTION_LOG.identifier)
-        .where(F.col("entity") == entity.value)
-        .select("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status",
-                "invalid_utf8_records")
-        .collect()
-    )
-    return [LogEntry(**r.asDict()) for r in rows]
+    """The log as the ingestion bookkeeping reads it."""
+    names = [f.name for f in fields(LogEntry)]
+    return [LogEntry(**{n: r[n] for n in names}) for r in log_rows(spark, entity)]
 
 
 def _write_log(spark: SparkSession, rows: list[dict]) -> None:
@@ -414,7 +415,7 @@ class GoldResult:
 
 
 @dataclass(frozen=True)
-class _Changes:
+class Changes:
     """Silver rows changed since a Gold table last read them: (watermark, high-water] in `_updated_at` micros."""
 
     table: str
@@ -432,14 +433,14 @@ class _Changes:
         return df.where(F.col("_updated_at") <= F.timestamp_micros(F.lit(self.until)))
 
 
-def changes_since(spark: SparkSession, silver_table: str, since: int | str | None) -> _Changes:
+def changes_since(spark: SparkSession, silver_table: str, since: int | str | None) -> Changes:
     """Silver rows changed after `since` (micros; None: every row) up to Silver's latest change."""
     # Answered from file statistics (Iceberg aggregate push-down), not by scanning Silver.
     high = spark.table(silver_table).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
-    return _Changes(silver_table, int(since) if since else None, high)
+    return Changes(silver_table, int(since) if since else None, high)
 
 
-def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> _Changes:
+def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> Changes:
     return changes_since(spark, silver_table, tables.watermark(spark, gold_table, silver_table))
 
 

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse import pipeline, tables
-from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, Entity, TableContract
+from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity, TableContract
 from lakehouse.ingestion import LOADED, REJECTED
 from lakehouse.transforms import silver as silver_tf
 
@@ -56,7 +56,7 @@ def _record_verified(spark: SparkSession, table: str, check: str, passed: bool, 
         tables.set_properties(spark, table, {VERIFIED_PREFIX + check: str(through)})
 
 
-def _scope(changes: "pipeline._Changes") -> str:
+def _scope(changes: "pipeline.Changes") -> str:
     return "full" if changes.since is None else "changed since last verified"
 
 
@@ -65,12 +65,6 @@ def _sample(df: DataFrame, columns: list[str]) -> list[dict]:
 
 
 # --- Bronze ----------------------------------------------------------------------------------------------------
-
-
-def _log_entries(spark: SparkSession, entity: Entity) -> list[dict]:
-    """The entity's ingestion log (one row per file version: small), oldest first."""
-    rows = spark.table(INGESTION_LOG.identifier).where(F.col("entity") == entity.value).collect()
-    return sorted((r.asDict() for r in rows), key=lambda r: r["ingested_at"])
 
 
 def _latest_batch(entries: list[dict], statuses: tuple[str, ...] = (LOADED, REJECTED)) -> tuple[str | None, list[dict]]:
@@ -83,7 +77,7 @@ def _latest_batch(entries: list[dict], statuses: tuple[str, ...] = (LOADED, REJE
 
 def bronze_header(spark: SparkSession, entity: Entity) -> CheckOutcome:
     """The latest batch's files match the header contract: none rejected, no unknown columns (schema drift)."""
-    entries = _log_entries(spark, entity)
+    entries = pipeline.log_rows(spark, entity)
     batch, files = _latest_batch(entries)
     rejected = [f for f in files if f["status"] == REJECTED]
     drift = [f for f in files if f["extra_columns"]]
@@ -119,7 +113,7 @@ def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
     were committed, and the whole table by its total against the log's.
     """
     table = BRONZE[entity].identifier
-    entries = _log_entries(spark, entity)
+    entries = pipeline.log_rows(spark, entity)
     loaded = [e for e in entries if e["status"] == LOADED]
     batch, batch_files = _latest_batch(entries, (LOADED,))
     # The latest batch is re-counted from the table itself; earlier ones by what was committed at the time.
@@ -165,7 +159,7 @@ def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
 def bronze_metadata(spark: SparkSession, entity: Entity) -> CheckOutcome:
     """Every Bronze row names its file, version, row and batch: rows numbered 1..n per file, batches all logged."""
     table = BRONZE[entity].identifier
-    entries = _log_entries(spark, entity)
+    entries = pipeline.log_rows(spark, entity)
     statuses = {e["batch_id"]: e["status"] for e in entries}
     # Every append to Bronze carries its batch id; each must be settled in the log (or rolled back).
     unlogged = [
@@ -352,7 +346,7 @@ def silver_values(
 
 def quarantine_rate(spark: SparkSession, entity: Entity, max_rate: float) -> CheckOutcome:
     """The share of the latest loaded batch's rows that Silver quarantined stays under `max_rate`."""
-    entries = _log_entries(spark, entity)
+    entries = pipeline.log_rows(spark, entity)
     batch, files = _latest_batch(entries, (LOADED,))
     batch_rows = sum(f["rows"] for f in files)
     reasons = []

@@ -59,3 +59,4 @@ def test_the_cluster_gives_the_local_results(tmp_path):
     # Real work on both sides: the generated posts are all in Silver and Gold (the cluster run says so too).
     assert compared > 0 and len(table_rows(cluster_home, SILVER[Entity.POST])) == 3000
     assert cluster[-1]["assets"]["gold/post_engagement"]["dagster/row_count"] == 3000
+    assert local[-1]["assets"]["gold/post_engagement"]["dagster/row_count"] == 3000
