@@ -24,13 +24,14 @@ def landing_resource(settings: LakehouseSettings) -> LandingZoneResource:
 
 def resources_for(settings: LakehouseSettings) -> dict:
     """The resources of `settings.environment`: both environments share the keys, so assets never branch."""
+    lakehouse = LakehouseResource.from_settings(settings)
     return {
-        "lakehouse": LakehouseResource.from_settings(settings),
+        "lakehouse": lakehouse,
         "compute": ComputeResource(mode=settings.compute, glue_job_name=settings.glue_job_name,
                                    pipes_bucket=settings.s3_bucket, aws_region=settings.aws_region,
                                    aws_endpoint=settings.aws_endpoint),
         "landing": landing_resource(settings),
-        "query": QueryResource.from_settings(settings),
+        "query": QueryResource(lakehouse=lakehouse),
         "spark": SparkResource.from_settings(settings),
     }
 

@@ -14,6 +14,7 @@ import dagster as dg
 from dagster_aws.athena.resources import AthenaClient, AthenaError, AthenaTimeout
 
 from lakehouse.settings import Environment, LakehouseSettings
+from resources.lakehouse import LakehouseResource
 
 RUNNING_STATES = ("QUEUED", "RUNNING")
 
@@ -73,39 +74,29 @@ class QueryResource(dg.ConfigurableResource):
     """`query.sql("SELECT ...")` -> rows: on DuckDB over the local catalog, or on Athena over the Glue catalog.
 
     The same SQL and table names on both; Athena's API hands values back as strings (NULL as None), DuckDB typed.
+    Where to query comes from the lakehouse resource it nests, so the two cannot disagree.
     """
 
-    environment: str = Environment.LOCAL.value
-    home: str = ".lakehouse"
-    aws_region: str | None = None
-    aws_endpoint: str | None = None
-    athena_workgroup: str = "primary"
-    athena_output_location: str | None = None
+    lakehouse: LakehouseResource
     polling_interval: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: LakehouseSettings) -> "QueryResource":
-        return cls(
-            environment=settings.environment.value, home=str(settings.home_abs), aws_region=settings.aws_region,
-            aws_endpoint=settings.aws_endpoint, athena_workgroup=settings.athena_workgroup,
-            athena_output_location=settings.athena_results_uri if settings.environment is Environment.AWS else None,
-        )
+        return cls(lakehouse=LakehouseResource.from_settings(settings))
 
     def athena(self) -> LakehouseAthenaClient:
+        settings = self.lakehouse.settings
         # Credentials from the standard AWS chain only.
-        client = boto3.client("athena", region_name=self.aws_region, endpoint_url=self.aws_endpoint)
-        return LakehouseAthenaClient(client, self.athena_workgroup, self.athena_output_location,
+        client = boto3.client("athena", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint)
+        return LakehouseAthenaClient(client, settings.athena_workgroup, settings.athena_results_uri,
                                      polling_interval=self.polling_interval)
 
     def sql(self, query: str) -> list[tuple]:
-        if self.environment == Environment.AWS.value:
+        if self.lakehouse.environment == Environment.AWS.value:
             return self.athena().execute_query(query, fetch_results=True)
-        from lakehouse.catalog import catalog_for
         from lakehouse.query import QueryEngine
-        from lakehouse.settings import load_settings
 
-        settings = load_settings({"LAKEHOUSE_ENV": self.environment, "LAKEHOUSE_HOME": self.home})
-        engine = QueryEngine(catalog_for(settings))
+        engine = QueryEngine(self.lakehouse.catalog())
         try:
             relation = engine.sql(query)
             return relation.fetchall() if relation is not None else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import boto3
@@ -119,12 +120,13 @@ def _set_athena_results(endpoint: str, rows: list[list[str]]) -> None:
 
 
 def test_athena_runs_in_the_workgroup_writes_to_the_output_location_and_fetches(aws):
+    from resources.lakehouse import LakehouseResource
     from resources.query import QueryResource
 
     athena = boto3.client("athena", endpoint_url=aws.aws_endpoint)
     athena.create_work_group(Name="lakehouse", Configuration={})
-    query = QueryResource.from_settings(aws).model_copy(update={"athena_workgroup": "lakehouse",
-                                                               "polling_interval": 0.01})
+    query = QueryResource(lakehouse=LakehouseResource.from_settings(replace(aws, athena_workgroup="lakehouse")),
+                          polling_interval=0.01)
     _set_athena_results(aws.aws_endpoint, [["subreddit_name", "posts"], ["meirl", "3"], ["aww", None]])
     sql = "SELECT subreddit_name, sum(posts) AS posts FROM gold.subreddit_daily GROUP BY 1"
     assert query.sql(sql) == [("meirl", "3"), ("aww", None)]  # header row dropped, NULL as None
@@ -186,7 +188,7 @@ def test_aws_mode_is_configuration_only(aws):
                               "LAKEHOUSE_ICEBERG_PROVIDED": "true"})
     assert "spark.jars.packages" not in spark_conf(glue_job)
     assert resources["lakehouse"].catalog().name == "lakehouse"
-    assert resources["query"].environment == "aws"
+    assert resources["query"].lakehouse.environment == "aws"
     # The graph itself does not change: the same assets bind to the AWS resources.
     from lakehouse_assets import bronze, gold, silver
 
