@@ -67,7 +67,8 @@ def run_step(
         update = pipeline.update_gold_entity if table in GOLD_ENTITY_TABLES else pipeline.update_gold_aggregate
         r = update(spark, table)
         return {f"gold/{table}": {"dagster/row_count": _row_count(spark, GOLD[table].identifier),
-                                  "rows_written": r.rows_written, "full_rebuild": r.full_rebuild}}
+                                  "rows_written": r.rows_written, "rows_deleted": r.rows_deleted,
+                                  "full_rebuild": r.full_rebuild}}
     raise ValueError(f"unknown step {step!r}")
 
 

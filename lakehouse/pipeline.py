@@ -10,6 +10,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -410,24 +411,33 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
 class GoldResult:
     table: str
     rows_written: int = 0
+    rows_deleted: int = 0
     full_rebuild: bool = False
     watermarks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Changes:
-    """Silver rows changed since a Gold table last read them: (watermark, high-water] in `_updated_at` micros."""
+    """Silver rows changed since a Gold table last read them: (watermark, high-water] in `_updated_at` micros.
+
+    Read at one Silver snapshot, so the high-water and the rows agree while other runs commit to Silver.
+    """
 
     table: str
     since: int | None
     until: int | None
+    snapshot_id: int | None = None
 
     @property
     def pending(self) -> bool:
         return self.until is not None and self.since != self.until
 
+    def table_rows(self, spark: SparkSession) -> DataFrame:
+        """The whole table, at the snapshot the changes were read from."""
+        return tables.at_snapshot(spark, self.table, self.snapshot_id) if self.snapshot_id else spark.table(self.table)
+
     def rows(self, spark: SparkSession) -> DataFrame:
-        df = spark.table(self.table)
+        df = self.table_rows(spark)
         if self.since is not None:
             df = df.where(F.col("_updated_at") > F.timestamp_micros(F.lit(self.since)))
         return df.where(F.col("_updated_at") <= F.timestamp_micros(F.lit(self.until)))
@@ -435,9 +445,13 @@ class Changes:
 
 def changes_since(spark: SparkSession, silver_table: str, since: int | str | None) -> Changes:
     """Silver rows changed after `since` (micros; None: every row) up to Silver's latest change."""
+    snap = tables.current_snapshot(spark, silver_table)
+    if snap is None:
+        return Changes(silver_table, int(since) if since else None, None)
     # Answered from file statistics (Iceberg aggregate push-down), not by scanning Silver.
-    high = spark.table(silver_table).select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m
-    return Changes(silver_table, int(since) if since else None, high)
+    high = (tables.at_snapshot(spark, silver_table, snap.snapshot_id)
+            .select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m)
+    return Changes(silver_table, int(since) if since else None, high, snap.snapshot_id)
 
 
 def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> Changes:
@@ -469,52 +483,101 @@ def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None
     return result
 
 
+def _as_last_read(spark: SparkSession, gold_table: str, changes: Changes) -> DataFrame | None:
+    """The changed Silver rows as `gold_table` last read them (None: that Silver snapshot is gone).
+
+    A changed row can move an aggregate key (a comment re-dated or re-parented): its old key must be recomputed
+    too, or the old group keeps counting it.
+    """
+    mark = tables.read_snapshot(spark, gold_table, changes.table)
+    lineage = tables.snapshots(spark, changes.table)
+    ids_in_lineage = [s.snapshot_id for s in lineage]
+    if mark is None or mark not in ids_in_lineage:
+        return None
+    ids = changes.rows(spark).select("id")
+    # The snapshot summaries bound how many rows changed since: a small batch filters by broadcast.
+    added = sum(int(s.summary.get("added-records", 0)) for s in lineage[ids_in_lineage.index(mark) + 1:])
+    return tables.at_snapshot(spark, changes.table, mark).join(
+        F.broadcast(ids) if added <= tables.BROADCAST_KEYS_MAX else ids, "id", "left_semi")
+
+
+def _aggregate_keys(table_key: str, posts: list[DataFrame], comments: list[DataFrame]) -> DataFrame:
+    """The aggregate keys that these Silver post and comment rows fall under."""
+    if table_key == "subreddit_daily":
+        frames = [df.select("subreddit_id", "created_date") for df in posts + comments]
+    else:
+        frames = [df.select(F.col("id").alias("post_id")) for df in posts] + [df.select("post_id") for df in comments]
+    return reduce(DataFrame.unionByName, frames).distinct()
+
+
+def _emptied_keys(spark: SparkSession, table_key: str, keys: DataFrame | None, out: DataFrame) -> DataFrame | None:
+    """subreddit_daily keys Gold may hold that no Silver row falls under any more (everything in them moved).
+
+    The recomputed keys, or on a full pass every key Gold holds (none on a first build). post_engagement has no
+    such keys: a post is never taken out of Silver. Counted before the upsert: it may read Gold itself.
+    """
+    merge_keys = ["subreddit_id", "activity_date"]
+    if keys is not None:
+        held = keys.withColumnRenamed("created_date", "activity_date")
+    else:
+        gold_table = GOLD[table_key].identifier
+        snap = tables.current_snapshot(spark, gold_table)
+        if not snap or not int(snap.summary.get("total-records", 0)):
+            return None
+        held = spark.table(gold_table).select(*merge_keys)
+    return held.join(out.select(*merge_keys), merge_keys, "left_anti").persist()
+
+
 def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
-    """Recompute `subreddit_daily` or `post_engagement` for the keys that changed Silver rows touch."""
+    """Recompute `subreddit_daily` or `post_engagement` for the keys changed Silver rows touch, before and after."""
     tables.ensure_tables(spark)
     gold_table = GOLD[table_key].identifier
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
     post_changes = silver_changes(spark, gold_table, posts_t)
     comment_changes = silver_changes(spark, gold_table, comments_t)
-    full = post_changes.since is None or comment_changes.since is None
+    changes = (post_changes, comment_changes)
+    if not any(c.pending for c in changes):
+        return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
+    # Posts keep their post_engagement key (their id); everything else can move.
+    movable = changes if table_key == "subreddit_daily" else (comment_changes,)
+    before = {c.table: _as_last_read(spark, gold_table, c) for c in movable if c.pending and c.since is not None}
+    # No watermark, or the Silver version last read is gone (rolled back, expired): recompute everything.
+    full = any(c.since is None for c in changes) or any(b is None for b in before.values())
     result = GoldResult(gold_table, full_rebuild=full)
-    if not (post_changes.pending or comment_changes.pending):
-        return result
-    posts, comments = spark.table(posts_t), spark.table(comments_t)
+    posts, comments = post_changes.table_rows(spark), comment_changes.table_rows(spark)
+    keys = None
     if not full:
+        keys = _aggregate_keys(
+            table_key,
+            [post_changes.rows(spark)] + ([before[posts_t]] if posts_t in before else []),
+            [comment_changes.rows(spark)] + ([before[comments_t]] if comments_t in before else []),
+        ).persist()
         if table_key == "subreddit_daily":
-            keys = (
-                post_changes.rows(spark).select("subreddit_id", "created_date")
-                .unionByName(comment_changes.rows(spark).select("subreddit_id", "created_date"))
-                .distinct().persist()
-            )
             # The date list lets Iceberg prune Silver's partitions before the key join.
             dates = [r.created_date for r in keys.select("created_date").distinct().collect()]
-            keys_b = F.broadcast(keys)
-            posts = posts.where(F.col("created_date").isin(dates)).join(keys_b, ["subreddit_id", "created_date"], "left_semi")
-            comments = comments.where(F.col("created_date").isin(dates)).join(keys_b, ["subreddit_id", "created_date"], "left_semi")
+            keys_b, by_key = F.broadcast(keys), ["subreddit_id", "created_date"]
+            posts = posts.where(F.col("created_date").isin(dates)).join(keys_b, by_key, "left_semi")
+            comments = comments.where(F.col("created_date").isin(dates)).join(keys_b, by_key, "left_semi")
         else:
-            keys = (
-                post_changes.rows(spark).select(F.col("id").alias("post_id"))
-                .unionByName(comment_changes.rows(spark).select("post_id"))
-                .distinct().persist()
-            )
             posts = posts.join(keys.withColumnRenamed("post_id", "id"), "id", "left_semi")
             comments = comments.join(keys, "post_id", "left_semi")
     build = gold_tf.subreddit_daily if table_key == "subreddit_daily" else gold_tf.post_engagement
     merge_keys = ["subreddit_id", "activity_date"] if table_key == "subreddit_daily" else ["post_id"]
     out = build(posts, comments, now or utcnow()).persist()
+    gone = _emptied_keys(spark, table_key, keys, out) if table_key == "subreddit_daily" else None
     try:
         result.rows_written = out.count()
+        result.rows_deleted = gone.count() if gone is not None else 0
         if result.rows_written:
             tables.upsert(spark, gold_table, out, merge_keys,
                           small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
+        if result.rows_deleted:
+            tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE")
     finally:
-        out.unpersist()
-        if not full:
-            keys.unpersist()
-    result.watermarks = {
-        c.table: str(c.until) for c in (post_changes, comment_changes) if c.until is not None
-    }
-    tables.set_watermarks(spark, gold_table, result.watermarks)
+        for df in (gone, out, keys):
+            if df is not None:
+                df.unpersist()
+    result.watermarks = {c.table: str(c.until) for c in changes if c.until is not None}
+    tables.set_watermarks(spark, gold_table, result.watermarks,
+                          read_snapshots={c.table: c.snapshot_id for c in changes if c.snapshot_id is not None})
     return result

@@ -26,6 +26,8 @@ TABLE_PROPERTIES = {
 }
 # Where each table keeps the position of its upstream it has processed up to (see CONVENTIONS.md).
 WATERMARK_PREFIX = "lakehouse.watermark."
+# ... and the snapshot of that upstream it read: the aggregates look up what changed rows were before.
+READ_SNAPSHOT_PREFIX = "lakehouse.read-snapshot."
 BATCH_ID_PROPERTY = "lakehouse.batch-id"
 
 
@@ -115,13 +117,28 @@ def watermark(spark: SparkSession, table: str, source: str) -> str | None:
     return table_properties(spark, table).get(WATERMARK_PREFIX + source)
 
 
-def set_watermarks(spark: SparkSession, table: str, marks: dict[str, str]) -> None:
-    """Record how far `table` has processed its sources.
+def set_watermarks(
+    spark: SparkSession, table: str, marks: dict[str, str], read_snapshots: dict[str, int] | None = None
+) -> None:
+    """Record how far `table` has processed its sources (and, if given, the source snapshots it read them at).
 
     This is a separate commit from the data, so every step is written to be idempotent: a crash between the
     two re-processes the same input and changes nothing.
     """
-    set_properties(spark, table, {WATERMARK_PREFIX + k: v for k, v in marks.items()})
+    props = {WATERMARK_PREFIX + k: v for k, v in marks.items()}
+    props.update({READ_SNAPSHOT_PREFIX + k: str(v) for k, v in (read_snapshots or {}).items()})
+    set_properties(spark, table, props)
+
+
+def read_snapshot(spark: SparkSession, table: str, source: str) -> int | None:
+    """The snapshot of `source` that `table` last read (see `set_watermarks`)."""
+    mark = table_properties(spark, table).get(READ_SNAPSHOT_PREFIX + source)
+    return int(mark) if mark else None
+
+
+def at_snapshot(spark: SparkSession, table: str, snapshot_id: int) -> DataFrame:
+    """The table as it was at one snapshot (Iceberg time travel)."""
+    return spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(snapshot_id)}")
 
 
 def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> None:

@@ -77,10 +77,11 @@ def gold_asset(table_key: str) -> dg.AssetsDefinition:
         update = pipeline.update_gold_entity if entity_table else pipeline.update_gold_aggregate
         result = update(session, table_key)
         context.log.info(
-            f"{contract.identifier}: {result.rows_written} rows written"
+            f"{contract.identifier}: {result.rows_written} rows written, {result.rows_deleted} deleted"
             f"{' (full build)' if result.full_rebuild else ''}; watermarks {result.watermarks or 'unchanged'}"
         )
-        extra = {"rows_written": result.rows_written, "full_rebuild": result.full_rebuild}
+        extra = {"rows_written": result.rows_written, "rows_deleted": result.rows_deleted,
+                 "full_rebuild": result.full_rebuild}
         if table_key == "subreddit_daily":
             extra["daily_activity"] = dg.MetadataValue.md(activity_chart(session))
         return dg.MaterializeResult(metadata=table_metadata(session, contract, **extra))

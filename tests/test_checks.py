@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from pyspark.sql import functions as F
 
 from lakehouse import pipeline, quality, tables
 from lakehouse.contracts import GOLD, SILVER, Entity
@@ -245,3 +246,48 @@ def test_a_redelivered_file_reconciles(spark, loaded, restore, tmp_path):
         outcome = quality.bronze_reconciled(spark, Entity.POST, full=full)
         assert outcome.passed, outcome.summary
         assert outcome.metrics["redelivered_unchanged"] > 0 and outcome.metrics["newer_than_silver"] == 0
+
+
+def test_an_item_that_moves_key_leaves_no_stale_aggregate(spark, loaded, restore, tmp_path):
+    """A comment re-dated and re-parented by a later delivery is taken out of its old aggregate keys too, and an
+    aggregate key left with nothing in it goes."""
+    import csv
+
+    from lakehouse.contracts import SOURCE_HEADERS, bronze_column_name
+
+    # A comment in Silver on a post in Silver, and its raw row as Bronze received it.
+    before = spark.sql("SELECT c.id, c.post_id FROM silver.comments c JOIN silver.posts p ON p.id = c.post_id "
+                       "ORDER BY c.id LIMIT 1").first()
+    header = list(SOURCE_HEADERS[Entity.COMMENT])
+    raw = (spark.table("bronze.comments").where(F.trim("id") == before.id)
+           .orderBy(F.desc("_ingested_at"), F.desc("_source_row")).first())
+    comment = {h: raw[bronze_column_name(h)] for h in header}
+    other_post = spark.table("silver.posts").where(F.col("id") != before.post_id).orderBy("id").first().id
+
+    def deliver(day: str, post_id: str, name: str) -> None:
+        moved = {**comment, "created_utc": str(int(datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp())),
+                 "permalink": f"https://old.reddit.com/r/x/comments/{post_id}/x/{comment['id']}/"}
+        path = tmp_path / name
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows([header, [moved[h] for h in header]])
+        loaded.land(path, Entity.COMMENT)
+        assert _run_pipeline(spark, loaded, Entity.COMMENT).updated == 1
+
+    def comments_on(day: str) -> list:
+        return [r.comments for r in spark.table("gold.subreddit_daily").where(F.col("activity_date") == day).collect()]
+
+    def engagement(post_id: str) -> int:
+        return spark.table("gold.post_engagement").where(F.col("post_id") == post_id).first().comments
+
+    old_count, other_count = engagement(before.post_id), engagement(other_post)
+    deliver("2019-01-01", other_post, "moved-once.csv")
+    assert comments_on("2019-01-01") == [1]
+    assert (engagement(before.post_id), engagement(other_post)) == (old_count - 1, other_count + 1)
+    for key in ("subreddit_daily", "post_engagement"):
+        outcome = quality.gold_reconciled(spark, key, full=True)
+        assert outcome.passed, outcome.summary
+
+    deliver("2019-02-01", other_post, "moved-twice.csv")  # 2019-01-01 now holds nothing: its row goes
+    assert comments_on("2019-01-01") == [] and comments_on("2019-02-01") == [1]
+    outcome = quality.gold_reconciled(spark, "subreddit_daily", full=True)
+    assert outcome.passed, outcome.summary
