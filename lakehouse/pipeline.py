@@ -494,9 +494,13 @@ def _as_last_read(spark: SparkSession, gold_table: str, changes: Changes) -> Dat
     ids_in_lineage = [s.snapshot_id for s in lineage]
     if mark is None or mark not in ids_in_lineage:
         return None
+    later = lineage[ids_in_lineage.index(mark) + 1:]
+    if all(s.operation == "append" for s in later):
+        # Only new rows since (no MERGE, no delete): nothing had a key before. Spark answers this without a scan.
+        return changes.rows(spark).where(F.lit(False))
     ids = changes.rows(spark).select("id")
     # The snapshot summaries bound how many rows changed since: a small batch filters by broadcast.
-    added = sum(int(s.summary.get("added-records", 0)) for s in lineage[ids_in_lineage.index(mark) + 1:])
+    added = sum(int(s.summary.get("added-records", 0)) for s in later)
     return tables.at_snapshot(spark, changes.table, mark).join(
         F.broadcast(ids) if added <= tables.BROADCAST_KEYS_MAX else ids, "id", "left_semi")
 
