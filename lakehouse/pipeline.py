@@ -483,17 +483,17 @@ def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None
     return result
 
 
-def _as_last_read(spark: SparkSession, gold_table: str, changes: Changes) -> DataFrame | None:
-    """The changed Silver rows as `gold_table` last read them (None: that Silver snapshot is gone).
+def _as_last_read(spark: SparkSession, changes: Changes, mark: str | None) -> DataFrame | None:
+    """The changed Silver rows as of `mark`, the Silver snapshot last read (None: that snapshot is gone).
 
     A changed row can move an aggregate key (a comment re-dated or re-parented): its old key must be recomputed
     too, or the old group keeps counting it.
     """
-    mark = tables.read_snapshot(spark, gold_table, changes.table)
     lineage = tables.snapshots(spark, changes.table)
     ids_in_lineage = [s.snapshot_id for s in lineage]
-    if mark is None or mark not in ids_in_lineage:
+    if mark is None or int(mark) not in ids_in_lineage:
         return None
+    mark = int(mark)
     later = lineage[ids_in_lineage.index(mark) + 1:]
     if all(s.operation == "append" for s in later):
         # Only new rows since (no MERGE, no delete): nothing had a key before. Spark answers this without a scan.
@@ -514,7 +514,7 @@ def _aggregate_keys(table_key: str, posts: list[DataFrame], comments: list[DataF
     return reduce(DataFrame.unionByName, frames).distinct()
 
 
-def _emptied_keys(spark: SparkSession, table_key: str, keys: DataFrame | None, out: DataFrame) -> DataFrame | None:
+def _emptied_keys(spark: SparkSession, gold_table: str, keys: DataFrame | None, out: DataFrame) -> DataFrame | None:
     """subreddit_daily keys Gold may hold that no Silver row falls under any more (everything in them moved).
 
     The recomputed keys, or on a full pass every key Gold holds (none on a first build). post_engagement has no
@@ -524,7 +524,6 @@ def _emptied_keys(spark: SparkSession, table_key: str, keys: DataFrame | None, o
     if keys is not None:
         held = keys.withColumnRenamed("created_date", "activity_date")
     else:
-        gold_table = GOLD[table_key].identifier
         snap = tables.current_snapshot(spark, gold_table)
         if not snap or not int(snap.summary.get("total-records", 0)):
             return None
@@ -537,14 +536,16 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
     tables.ensure_tables(spark)
     gold_table = GOLD[table_key].identifier
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
-    post_changes = silver_changes(spark, gold_table, posts_t)
-    comment_changes = silver_changes(spark, gold_table, comments_t)
+    marks = tables.table_properties(spark, gold_table)  # watermarks and read snapshots: one metadata load
+    post_changes = changes_since(spark, posts_t, marks.get(tables.WATERMARK_PREFIX + posts_t))
+    comment_changes = changes_since(spark, comments_t, marks.get(tables.WATERMARK_PREFIX + comments_t))
     changes = (post_changes, comment_changes)
     if not any(c.pending for c in changes):
         return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
     # Posts keep their post_engagement key (their id); everything else can move.
     movable = changes if table_key == "subreddit_daily" else (comment_changes,)
-    before = {c.table: _as_last_read(spark, gold_table, c) for c in movable if c.pending and c.since is not None}
+    before = {c.table: _as_last_read(spark, c, marks.get(tables.READ_SNAPSHOT_PREFIX + c.table))
+              for c in movable if c.pending and c.since is not None}
     # No watermark, or the Silver version last read is gone (rolled back, expired): recompute everything.
     full = any(c.since is None for c in changes) or any(b is None for b in before.values())
     result = GoldResult(gold_table, full_rebuild=full)
@@ -568,7 +569,7 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
     build = gold_tf.subreddit_daily if table_key == "subreddit_daily" else gold_tf.post_engagement
     merge_keys = ["subreddit_id", "activity_date"] if table_key == "subreddit_daily" else ["post_id"]
     out = build(posts, comments, now or utcnow()).persist()
-    gone = _emptied_keys(spark, table_key, keys, out) if table_key == "subreddit_daily" else None
+    gone = _emptied_keys(spark, gold_table, keys, out) if table_key == "subreddit_daily" else None
     try:
         result.rows_written = out.count()
         result.rows_deleted = gone.count() if gone is not None else 0

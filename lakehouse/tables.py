@@ -130,12 +130,6 @@ def set_watermarks(
     set_properties(spark, table, props)
 
 
-def read_snapshot(spark: SparkSession, table: str, source: str) -> int | None:
-    """The snapshot of `source` that `table` last read (see `set_watermarks`)."""
-    mark = table_properties(spark, table).get(READ_SNAPSHOT_PREFIX + source)
-    return int(mark) if mark else None
-
-
 def at_snapshot(spark: SparkSession, table: str, snapshot_id: int) -> DataFrame:
     """The table as it was at one snapshot (Iceberg time travel)."""
     return spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(snapshot_id)}")
