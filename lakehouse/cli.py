@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from lakehouse.contracts import Entity
-from lakehouse.settings import Environment, load_settings
+from lakehouse.landing import InvalidKey
+from lakehouse.settings import Environment, SettingsError, load_settings
 
 DAGSTER_YAML = """\
 # Written by `lakehouse init`.
@@ -22,6 +23,10 @@ concurrency:
   pools:
     default_limit: 1
 """
+
+
+class UsageError(Exception):
+    """A mistake in what the user typed: printed as one line, exit status 2."""
 
 
 def cmd_init(args) -> int:
@@ -66,8 +71,12 @@ def cmd_generate(args) -> int:
 def cmd_land(args) -> int:
     from lakehouse.landing import LocalLandingZone
 
+    if args.name and len(args.files) > 1:
+        raise UsageError("--name names one file; land several files under their own names")
     zone = LocalLandingZone(load_settings().landing_root)
     for source in args.files:
+        if not Path(source).is_file():
+            raise UsageError(f"{source}: no such file")
         landed = zone.land(Path(source), Entity(args.entity), name=args.name)
         print(f"landed {source} as {landed.key} ({landed.size:,} bytes, etag {landed.etag})")
     return 0
@@ -159,7 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                    "(for a Glue job or spark-submit)").set_defaults(func=cmd_spark_conf)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        load_settings()  # every command validates every setting first, so a typo fails here, not mid-way
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"lakehouse: {exc}", file=sys.stderr)
+        return 2
+    except (UsageError, InvalidKey) as exc:
+        print(f"lakehouse {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

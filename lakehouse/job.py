@@ -21,7 +21,7 @@ from typing import Any
 from lakehouse import pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
 from lakehouse.markdown import Markdown, markdown_table
-from lakehouse.settings import Environment, LakehouseSettings, load_settings
+from lakehouse.settings import Environment, LakehouseSettings, SettingsError, load_settings
 from lakehouse.spark import get_spark
 
 GOLD_ENTITY_TABLES = ("posts", "comments")
@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         steps = [(args.step, Entity(args.entity) if args.entity else None, args.table)]
     else:
         parser.error("give --step (with --entity or --table) or --all")
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        parser.error(str(exc))
     spark = get_spark(settings)
     summary = []
     with _pipes_session(argv) as pipes:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
@@ -29,6 +30,36 @@ def entity_for_key(key: str) -> Entity | None:
         if key.startswith(entity_prefix(entity)):
             return entity
     return None
+
+
+class InvalidKey(ValueError):
+    """A landing name or key that does not name a file inside the landing zone's entity prefixes."""
+
+
+def landing_key(entity: Entity, name: str) -> str:
+    """The key of a file called `name` (a file name, or a relative path such as `2022/03/a.csv`) under the
+    entity's prefix. A name that would leave the prefix (`..`, an absolute path) or that the sensor would never
+    pick up (a dot-file) is refused."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or PurePosixPath(name).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts):
+        raise InvalidKey(
+            f"landing name {name!r} is refused: give a file name or a relative path inside "
+            f"{entity_prefix(entity)} without '..', a leading '/' or dot-files"
+        )
+    return entity_prefix(entity) + "/".join(parts)
+
+
+def check_key(key: str, entity: Entity | None = None) -> str:
+    """`key` when it names a file under an input prefix (the entity's, when given); ValueError otherwise.
+
+    Keys come from run config (the sensor, the launchpad, an operator's command): one that leaves the landing
+    zone or belongs to the other entity must fail loudly, not be read."""
+    normal = posixpath.normpath(key)
+    routed = entity_for_key(normal)
+    if normal != key or key.startswith("/") or routed is None or (entity is not None and routed is not entity):
+        where = entity_prefix(entity) if entity else " or ".join(entity_prefix(e) for e in Entity)
+        raise InvalidKey(f"{key!r} is not a landed file key under {where}")
+    return key
 
 
 def _hidden(key: str) -> bool:
@@ -93,7 +124,10 @@ class LocalLandingZone:
         self.root = Path(root).expanduser().resolve()
 
     def path_for(self, key: str) -> Path:
-        return self.root / key
+        path = Path(os.path.normpath(self.root / key))
+        if not path.is_relative_to(self.root):
+            raise InvalidKey(f"{key!r} is outside the landing zone {self.root}")
+        return path
 
     def ensure_layout(self) -> None:
         for entity in Entity:
@@ -148,8 +182,10 @@ class LocalLandingZone:
             return False
 
     def land(self, source: Path, entity: Entity, name: str | None = None) -> LandedFile:
-        """Copy a file into the landing zone atomically (write to a dot-file, then rename)."""
-        target = self.path_for(entity_prefix(entity)) / (name or Path(source).name)
+        """Copy a file into the landing zone atomically (write to a dot-file, then rename).
+
+        `name` (default: the source's file name) must stay inside the entity's prefix (see `landing_key`)."""
+        target = self.path_for(landing_key(entity, name or Path(source).name))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         with Path(source).open("rb") as src, tmp.open("wb") as dst:

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from lakehouse import tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry
-from lakehouse.landing import LandedFile, LandingZone
+from lakehouse.landing import LandedFile, LandingZone, check_key
 from lakehouse.transforms import bronze as bronze_tf
 from lakehouse.transforms import gold as gold_tf
 from lakehouse.transforms import silver as silver_tf
@@ -146,6 +146,7 @@ def pending_files(
     else:
         listed = []
         for key in keys:
+            check_key(key, entity)  # a key from run config must name a file of this entity's prefix
             try:
                 listed.append(landing.describe(key))
             except (FileNotFoundError, KeyError) as exc:  # deleted since it was requested

@@ -3,14 +3,21 @@
 Everything environment-specific (where the landing zone is, which Iceberg catalog, which Spark master,
 which SQL engine) is derived from `LakehouseSettings`, built from environment variables by `load_settings()`.
 Nothing else in the code base reads `LAKEHOUSE_*` variables.
+
+Every setting is validated when it is read (definitions load, every `lakehouse` command, the job entry point):
+a wrong value fails at start with the variable's name and the accepted values, never at the first run.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Callable, TypeVar
 
 
 class Environment(str, Enum):
@@ -21,19 +28,21 @@ class Environment(str, Enum):
 # Iceberg catalog name inside Spark and pyiceberg; tables are addressed as `<namespace>.<table>`.
 CATALOG_NAME = "lakehouse"
 NAMESPACES = ("bronze", "silver", "gold")
+ENTITIES = ("post", "comment")  # contracts.Entity's values (settings import nothing of the project)
+# Silver's quarantine_rate checks warn above this share of a batch's rows.
+# Real SocialGrep comment exports quarantine ~27% for an empty sentiment (the meirl sample), so comments get more room.
 DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.35}
+COMPUTE_MODES = ("in_process", "subprocess", "glue")
+QUICK_JIT = ("auto", "on", "off")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def _rates(value: str | None) -> dict[str, float]:
-    """`0.1` (every entity) or `post=0.05,comment=0.35`."""
-    rates = dict(DEFAULT_QUARANTINE_MAX_RATE)
-    for item in filter(None, (value or "").split(",")):
-        key, sep, rate = item.partition("=")
-        if sep:
-            rates[key.strip()] = float(rate)
-        else:
-            rates = {k: float(key) for k in rates}
-    return rates
+class SettingsError(ValueError):
+    """One or more `LAKEHOUSE_*` variables hold a value the lakehouse cannot run with."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid lakehouse settings:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,11 @@ class LakehouseSettings:
     spark_shuffle_partitions: int | None = None
     spark_quick_jit: str = "auto"  # C1-only JIT for the driver: auto (small sensor batches) | on | off
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
+    # The SQLite JDBC driver for Spark's local catalog (None: Debian's package, else Maven).
+    sqlite_jdbc_jar: Path | None = None
     # AWS: Glue 5.0 and EMR 7 bring Iceberg and the AWS SDK (their jobs set LAKEHOUSE_ICEBERG_PROVIDED=true);
     # any other Spark (the Dagster run process running the checks) fetches them as packages.
     iceberg_provided: bool = False
-    # AWS mode (filled in by the AWS issue; kept here so the switch stays in one place).
     s3_bucket: str | None = None
     s3_prefix: str = ""
     aws_region: str | None = None
@@ -67,8 +77,7 @@ class LakehouseSettings:
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
     sensor_max_runs_per_tick: int = 25
-    # Silver's quarantine_rate checks warn above this share of a batch's rows. Real SocialGrep comment
-    # exports quarantine ~27% for an empty sentiment (the meirl sample), so comments get more room.
+    # Silver's quarantine_rate checks warn above this share of a batch's rows, per entity.
     quarantine_max_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUARANTINE_MAX_RATE))
 
     @property
@@ -104,36 +113,195 @@ class LakehouseSettings:
         return self.home_abs / "dagster"
 
 
+# --- reading and validating the environment ---------------------------------------------------------------------
+
+T = TypeVar("T")
+# Every variable the lakehouse reads; any other LAKEHOUSE_* variable is a typo and fails loudly.
+KNOWN_VARIABLES = (
+    "LAKEHOUSE_ENV", "LAKEHOUSE_HOME", "LAKEHOUSE_SPARK_MASTER", "LAKEHOUSE_SPARK_DRIVER_MEMORY",
+    "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_SPARK_CONF",
+    "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET", "LAKEHOUSE_S3_PREFIX",
+    "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
+    "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
+    "LAKEHOUSE_SENSOR_BATCH_SIZE", "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "LAKEHOUSE_QUARANTINE_MAX_RATE",
+)
+# local, local[4], local[*], local[4,2] (with retries), local-cluster[2,1,1024], spark://h:7077[,h2:7077], yarn,
+# k8s://https://..., mesos://...
+_SPARK_MASTER = re.compile(
+    r"^(local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|spark://[^\s,]+(,[^\s,]+)*|yarn|k8s://\S+|mesos://\S+)$"
+)
+_JVM_MEMORY = re.compile(r"^\d+[kmgtp]?$", re.IGNORECASE)
+_SPARK_CONF_KEY = re.compile(r"^[A-Za-z][\w.\-]*$")
+# Items of `k=v,k=v` are split at a comma followed by the next `key=`, so a value may hold commas (jar lists).
+_CONF_SPLIT = re.compile(r",(?=\s*[A-Za-z][\w.\-]*=)")
+# S3 bucket naming rules (3-63 characters, lowercase letters, digits, dots and hyphens).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class _Reader:
+    """Reads variables from one environment mapping, collecting every problem before failing."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def fail(self, name: str, value: str, accepted: str) -> None:
+        self.problems.append(f"{name}={value!r} is not valid: {accepted}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            self.fail(name, value, f"use one of {', '.join(choices)}")
+            return default
+        return value
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], accepted: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError):
+            self.fail(name, value, accepted)
+            return default
+
+    def positive_int(self, name: str, default: int | None, maximum: int | None = None) -> int | None:
+        def parse(v: str) -> int:
+            n = int(v)
+            if n < 1 or (maximum is not None and n > maximum):
+                raise ValueError(v)
+            return n
+
+        bound = f" up to {maximum:,}" if maximum else ""
+        return self.parsed(name, default, parse, f"use a whole number from 1{bound}")
+
+    def matching(self, name: str, default: str | None, pattern: re.Pattern, accepted: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if not pattern.match(value):
+            self.fail(name, value, accepted)
+            return default
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = (self.raw(name) or "").lower()
+        if value not in TRUE + FALSE:
+            self.fail(name, value, f"use one of {', '.join(t for t in TRUE + FALSE if t)}")
+            return False
+        return value in TRUE
+
+
+def parse_spark_conf(value: str) -> dict[str, str]:
+    """`k1=v1,k2=v2` (a value may hold commas: items split only where the next `key=` starts) or a JSON object."""
+    if value.lstrip().startswith("{"):
+        conf = json.loads(value)
+        if not isinstance(conf, dict):
+            raise ValueError("not a JSON object")
+        items = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in conf.items()]
+    else:
+        items = []
+        for item in _CONF_SPLIT.split(value):
+            key, sep, val = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} has no '='")
+            items.append((key.strip(), val.strip()))
+    for key, _ in items:
+        if not _SPARK_CONF_KEY.match(key):
+            raise ValueError(f"{key!r} is not a Spark setting name")
+    return dict(items)
+
+
+def parse_quarantine_rates(value: str) -> dict[str, float]:
+    """`0.1` (every entity) or `post=0.05,comment=0.35`; each a share between 0 and 1."""
+
+    def share(text: str) -> float:
+        rate = float(text)
+        if not 0 <= rate <= 1:
+            raise ValueError(text)
+        return rate
+
+    rates = dict(DEFAULT_QUARANTINE_MAX_RATE)
+    items = [i.strip() for i in value.split(",") if i.strip()]
+    if len(items) == 1 and "=" not in items[0]:
+        return {k: share(items[0]) for k in rates}
+    for item in items:
+        key, sep, rate = item.partition("=")
+        if not sep or key.strip() not in ENTITIES:
+            raise ValueError(item)
+        rates[key.strip()] = share(rate)
+    return rates
+
+
 def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
-    """Build settings from `LAKEHOUSE_*` environment variables (defaults: the embedded local lakehouse)."""
+    """Build and validate settings from `LAKEHOUSE_*` variables (defaults: the embedded local lakehouse).
+
+    Raises `SettingsError` naming every variable that holds a value the lakehouse cannot run with.
+    """
     env = dict(os.environ if env is None else env)
-    environment = Environment(env.get("LAKEHOUSE_ENV", Environment.LOCAL.value).lower())
-    extra = {}
-    # LAKEHOUSE_SPARK_CONF="k1=v1,k2=v2" lets an operator tune Spark without code changes.
-    for item in filter(None, env.get("LAKEHOUSE_SPARK_CONF", "").split(",")):
-        key, _, value = item.partition("=")
-        extra[key.strip()] = value.strip()
-    return LakehouseSettings(
+    read = _Reader(env)
+    for name in sorted(k for k in env if k.startswith("LAKEHOUSE_") and k not in KNOWN_VARIABLES):
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1)
+        read.problems.append(f"{name} is not a lakehouse setting" + (f" (did you mean {close[0]}?)" if close else "")
+                             + "; see README.md, Configuration")
+    environment = Environment(read.choice("LAKEHOUSE_ENV", Environment.LOCAL.value, tuple(e.value for e in Environment)))
+    home = Path(read.raw("LAKEHOUSE_HOME") or ".lakehouse")
+    if home.expanduser().exists() and not home.expanduser().is_dir():
+        read.fail("LAKEHOUSE_HOME", str(home), "it names a file; give a folder (created when missing)")
+    jar = read.raw("LAKEHOUSE_SQLITE_JDBC_JAR")
+    if jar and not Path(jar).is_file():
+        read.fail("LAKEHOUSE_SQLITE_JDBC_JAR", jar, "no such file; give the path of the SQLite JDBC driver jar")
+    bucket = read.matching("LAKEHOUSE_S3_BUCKET", None, _BUCKET, "an S3 bucket name (3-63 lowercase letters, "
+                           "digits, dots or hyphens), without s3://")
+    if environment is Environment.AWS and bucket is None and read.raw("LAKEHOUSE_S3_BUCKET") is None:
+        read.problems.append("LAKEHOUSE_S3_BUCKET is required when LAKEHOUSE_ENV=aws: the bucket of the landing "
+                             "zone and the warehouse")
+    s3_uri = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/\S*)?$")
+    # LAKEHOUSE_S3_ENDPOINT is the older name of LAKEHOUSE_AWS_ENDPOINT.
+    endpoint = "LAKEHOUSE_AWS_ENDPOINT" if read.raw("LAKEHOUSE_AWS_ENDPOINT") else "LAKEHOUSE_S3_ENDPOINT"
+    compute = read.choice("LAKEHOUSE_COMPUTE", "in_process", COMPUTE_MODES)
+    glue_job = read.raw("LAKEHOUSE_GLUE_JOB")
+    if compute == "glue":
+        if environment is not Environment.AWS:
+            read.problems.append("LAKEHOUSE_COMPUTE='glue' needs LAKEHOUSE_ENV=aws (Glue jobs read the Glue catalog)")
+        if not glue_job:
+            read.problems.append("LAKEHOUSE_COMPUTE='glue' needs LAKEHOUSE_GLUE_JOB: the Glue job that runs "
+                                 "lakehouse.job (docs/aws.md)")
+    settings = LakehouseSettings(
         environment=environment,
-        home=Path(env.get("LAKEHOUSE_HOME", ".lakehouse")),
-        spark_master=env.get("LAKEHOUSE_SPARK_MASTER", "local[*]"),
-        spark_driver_memory=env.get("LAKEHOUSE_SPARK_DRIVER_MEMORY", "3g"),
-        spark_shuffle_partitions=(int(env["LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS"])
-                                  if env.get("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS") else None),
-        spark_quick_jit=env.get("LAKEHOUSE_SPARK_QUICK_JIT", "auto").lower(),
-        extra_spark_conf=extra,
-        iceberg_provided=env.get("LAKEHOUSE_ICEBERG_PROVIDED", "").lower() in ("1", "true", "yes"),
-        s3_bucket=env.get("LAKEHOUSE_S3_BUCKET"),
-        s3_prefix=env.get("LAKEHOUSE_S3_PREFIX", ""),
-        aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-        glue_warehouse=env.get("LAKEHOUSE_GLUE_WAREHOUSE"),
-        aws_endpoint=env.get("LAKEHOUSE_AWS_ENDPOINT") or env.get("LAKEHOUSE_S3_ENDPOINT"),
-        athena_workgroup=env.get("LAKEHOUSE_ATHENA_WORKGROUP", "primary"),
-        athena_output_location=env.get("LAKEHOUSE_ATHENA_OUTPUT"),
-        compute=env.get("LAKEHOUSE_COMPUTE", "in_process"),
-        glue_job_name=env.get("LAKEHOUSE_GLUE_JOB"),
-        sensor_interval_seconds=int(env.get("LAKEHOUSE_SENSOR_INTERVAL", "5")),
-        sensor_batch_size=int(env.get("LAKEHOUSE_SENSOR_BATCH_SIZE", "200")),
-        sensor_max_runs_per_tick=int(env.get("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "25")),
-        quarantine_max_rate=_rates(env.get("LAKEHOUSE_QUARANTINE_MAX_RATE")),
+        home=home,
+        spark_master=read.matching("LAKEHOUSE_SPARK_MASTER", "local[*]", _SPARK_MASTER,
+                                   "use local, local[N], local[*], spark://host:port, yarn or k8s://..."),
+        spark_driver_memory=read.matching("LAKEHOUSE_SPARK_DRIVER_MEMORY", "3g", _JVM_MEMORY,
+                                          "a JVM memory size such as 3g or 3072m"),
+        spark_shuffle_partitions=read.positive_int("LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", None, 100_000),
+        spark_quick_jit=read.choice("LAKEHOUSE_SPARK_QUICK_JIT", "auto", QUICK_JIT),
+        extra_spark_conf=read.parsed("LAKEHOUSE_SPARK_CONF", {}, parse_spark_conf,
+                                     "use key=value pairs separated by commas (a value may hold commas) or a "
+                                     'JSON object, e.g. spark.executor.cores=2,spark.jars=a.jar,b.jar or '
+                                     '{"spark.jars": "a.jar,b.jar"}'),
+        sqlite_jdbc_jar=Path(jar) if jar else None,
+        iceberg_provided=read.flag("LAKEHOUSE_ICEBERG_PROVIDED"),
+        s3_bucket=bucket,
+        s3_prefix=(read.raw("LAKEHOUSE_S3_PREFIX") or "").strip("/"),
+        aws_region=read.raw("AWS_REGION") or read.raw("AWS_DEFAULT_REGION"),
+        glue_warehouse=read.matching("LAKEHOUSE_GLUE_WAREHOUSE", None, s3_uri, "an s3://bucket/path URI"),
+        aws_endpoint=read.matching(endpoint, None, re.compile(r"^https?://\S+$"), "an http(s):// URL"),
+        athena_workgroup=read.raw("LAKEHOUSE_ATHENA_WORKGROUP") or "primary",
+        athena_output_location=read.matching("LAKEHOUSE_ATHENA_OUTPUT", None, s3_uri, "an s3://bucket/path URI"),
+        compute=compute,
+        glue_job_name=glue_job,
+        sensor_interval_seconds=read.positive_int("LAKEHOUSE_SENSOR_INTERVAL", 5, 3600),
+        sensor_batch_size=read.positive_int("LAKEHOUSE_SENSOR_BATCH_SIZE", 200, 100_000),
+        sensor_max_runs_per_tick=read.positive_int("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", 25, 1000),
+        quarantine_max_rate=read.parsed(
+            "LAKEHOUSE_QUARANTINE_MAX_RATE", dict(DEFAULT_QUARANTINE_MAX_RATE), parse_quarantine_rates,
+            f"use a share between 0 and 1 (0.1) or per entity ({', '.join(f'{e}=0.05' for e in ENTITIES)})"),
     )
+    if read.problems:
+        raise SettingsError(read.problems)
+    return settings

@@ -6,7 +6,6 @@ an AWS job entry point all build their session from it, so the transformations s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
@@ -76,7 +75,7 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
     jars, packages = [], []
     iceberg = iceberg_runtime_jar()
     (jars.append(str(iceberg)) if iceberg else packages.append(ICEBERG_PACKAGE))
-    sqlite_jar = Path(os.environ.get("LAKEHOUSE_SQLITE_JDBC_JAR", DEBIAN_SQLITE_JDBC_JAR))
+    sqlite_jar = settings.sqlite_jdbc_jar or DEBIAN_SQLITE_JDBC_JAR
     conf: dict[str, str] = {}
     if sqlite_jar.exists():
         jars.append(str(sqlite_jar))

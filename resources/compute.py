@@ -20,7 +20,7 @@ from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesGlueClient, Pip
 
 from lakehouse.contracts import Entity
 
-MODES = ("in_process", "subprocess", "glue")
+from lakehouse.settings import COMPUTE_MODES as MODES
 
 
 class ComputeResource(dg.ConfigurableResource):
