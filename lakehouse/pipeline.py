@@ -224,8 +224,8 @@ def ingest_bronze(
             part = bronze_tf.read_csv(spark, [f.read_location for f in group], entity, header)
             raw = part if raw is None else raw.unionByName(part)
         files = _spark_file_paths(spark, [f for f, _, _ in accepted])
-        rows = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity)
-        rows.writeTo(table).option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id).append()
+        batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity)
+        batch.writeTo(table).option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id).append()
         # Count what was committed, not what was meant to be: the batch's files are pruned by their stats.
         written = (
             spark.table(table).where(F.col("_batch_id") == result.batch_id)
@@ -233,17 +233,28 @@ def ingest_bronze(
             .collect()
         )
         counts = {r._source_uri: (r.n, r.bad) for r in written}
-        # Spark read each file after it was checked and counted: a file replaced in between would put another
-        # version's rows under this version's etag. Take such rows out again; the new version comes next time.
-        changed = [f for f, _, _ in accepted if not landing.unchanged(f)]
-        if changed:
-            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in changed)
-            spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
-            for f in changed:
-                result.files.append(FileOutcome(f.key, REJECTED, reason="changed_during_ingestion", message=(
+        # A problem of one file stays with that file: its rows are taken out of the batch again, and it is logged
+        # as rejected with what differed, so the other files go on and Bronze's gates never fail for it.
+        taken_out = {}
+        for f, _, scan in accepted:
+            n = counts.get(f.uri, (0, 0))[0]
+            if not landing.unchanged(f):
+                # Spark read the file after it was checked and counted: another version's rows would sit under
+                # this version's etag. The new version comes next time.
+                taken_out[f] = (scan, "changed_during_ingestion", (
                     "the file was replaced while it was being ingested; its rows were taken out again and the "
-                    "new version will be ingested as a new file")))
-            accepted = [a for a in accepted if a[0] not in changed]
+                    "new version will be ingested as a new file"))
+            elif n != scan.records:
+                taken_out[f] = (scan, "record_count_mismatch", (
+                    f"Spark read {n:,} rows but the independent CSV parser counts {scan.records:,} records in "
+                    "the file; its rows were taken out of Bronze again (see docs/quality.md, Whole files)"))
+        if taken_out:
+            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in taken_out)
+            spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
+            for f, (scan, reason, message) in taken_out.items():
+                result.files.append(FileOutcome(f.key, REJECTED, reason=reason, message=message,
+                                                source_records=scan.records))
+            accepted = [a for a in accepted if a[0] not in taken_out]
         for f, check, scan in accepted:
             n, bad = counts.get(f.uri, (0, 0))
             result.files.append(FileOutcome(

@@ -38,6 +38,14 @@ class HeaderCheck:
     extra: tuple[str, ...] = ()  # header columns the contract does not know (kept in `_extra_columns`)
 
 
+def _looks_utf16(head: bytes) -> bool:
+    """UTF-16 without a byte order mark: ASCII text with a NUL in every other byte."""
+    if len(head) < 16:
+        return False
+    return any(half.count(0) == len(half) and other.count(0) == 0 for half, other in
+               ((head[0::2], head[1::2]), (head[1::2], head[0::2])))
+
+
 def check_header(head: bytes, entity: Entity) -> HeaderCheck:
     """Check the first line of a file against the entity's contract before Spark reads it.
 
@@ -48,6 +56,8 @@ def check_header(head: bytes, entity: Entity) -> HeaderCheck:
         return HeaderCheck(False, "empty_file", "the file is empty (no header)")
     if head.startswith(b"\x1f\x8b"):
         return HeaderCheck(False, "not_csv", "the file is gzip-compressed, not CSV")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _looks_utf16(head[:4096]):
+        return HeaderCheck(False, "not_utf8", "the file is UTF-16 encoded: re-export it as UTF-8")
     if b"\x00" in head[:4096]:
         return HeaderCheck(False, "not_csv", "the file holds NUL bytes: binary, not CSV")
     line = head.split(b"\n", 1)[0]  # bytes further down are the rows' business (see scan_records)
@@ -88,6 +98,10 @@ csv.field_size_limit(sys.maxsize)  # a record may hold a megabyte-long text fiel
 _SURROGATE = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a byte that is not UTF-8
 
 
+# How records end, by the name a data engineer knows them by.
+LINE_ENDINGS = {"\r\n": "CRLF", "\n": "LF", "\r": "CR"}
+
+
 @dataclass(frozen=True)
 class FileScan:
     """What Python's CSV parser finds in a file, independently of Spark's."""
@@ -97,6 +111,7 @@ class FileScan:
     truncated: bool = False  # the file ends inside its last record (kept; Spark marks it malformed)
     reason: str | None = None  # set when the file cannot be read as CSV safely: it is rejected
     message: str | None = None
+    line_ending: str | None = None  # CRLF, LF or CR: what every record (header included) ends with
 
 
 class _Utf8Watch(io.RawIOBase):
@@ -121,17 +136,68 @@ class _Utf8Watch(io.RawIOBase):
         return len(data)
 
 
+class _Endings:
+    """The line ending of each record, header included: the one its last physical line ends with.
+
+    The CSV reader pulls physical lines from `lines()`; when it hands back a record, the last line it pulled
+    ended that record, so newlines inside quoted fields never count.
+    """
+
+    def __init__(self, text: io.TextIOBase):
+        self.text = text
+        self.last = ""
+        self.seen: dict[str, tuple[int, int]] = {}  # ending -> (records, first line it ends)
+        # Blank lines at the end of the file end nothing Spark reads: they count once a record follows them.
+        self.blank: list[tuple[str, int]] = []
+
+    def lines(self):
+        for line in self.text:
+            self.last = line
+            yield line
+
+    def record_ended(self, line_num: int, blank: bool = False) -> None:
+        end = self.last
+        kind = "\r\n" if end.endswith("\r\n") else "\n" if end.endswith("\n") else "\r" if end.endswith("\r") else None
+        if kind is None:  # the last record may end the file without one
+            return
+        if blank:
+            self.blank.append((kind, line_num))
+            return
+        for k, n in self.blank + [(kind, line_num)]:
+            count, first = self.seen.get(k, (0, n))
+            self.seen[k] = (count + 1, first)
+        self.blank.clear()
+
+    def mixed(self) -> str | None:
+        """A message when records end in more than one way, else None."""
+        if len(self.seen) < 2:
+            return None
+        parts = [f"{LINE_ENDINGS[k]} ({n:,} records, first ending line {first})"
+                 for k, (n, first) in sorted(self.seen.items(), key=lambda kv: kv[1][1])]
+        return (
+            f"records end in {' and '.join(parts)}. Spark splits a file at the line ending of its first line only, "
+            "so it would run records together or keep a stray CR in their last field; convert the file to one "
+            "line ending (e.g. dos2unix or unix2dos) and land it again"
+        )
+
+    def ending(self) -> str | None:
+        return LINE_ENDINGS[next(iter(self.seen))] if len(self.seen) == 1 else None
+
+
 def scan_records(stream: BinaryIO) -> FileScan:
     """Count a CSV file's records with Python's strict parser: the reference Bronze's row count must meet.
 
     Strict mode finds what Spark's parser hides: a quote closed too early or never closed makes Spark run
     the following records into one field without marking anything malformed, so such a file is rejected.
-    The one exception is a file cut off inside its last record (an interrupted upload): that record is
-    counted, and Spark keeps it as malformed, so it reaches quarantine.
+    So is a file whose records do not all end the same way (CRLF, LF, CR): Spark (univocity) takes the line
+    ending of the first line for the whole file, Python's parser takes any. The one exception is a file cut off
+    inside its last record (an interrupted upload): that record is counted, and Spark keeps it as malformed,
+    so it reaches quarantine.
     """
     watch = _Utf8Watch(stream)
     text = io.TextIOWrapper(io.BufferedReader(watch, 1 << 20), encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, strict=True)
+    endings = _Endings(text)
+    reader = csv.reader(endings.lines(), strict=True)
     records = invalid = 0
     try:
         next(reader)  # the header, checked by `check_header`
@@ -139,16 +205,19 @@ def scan_records(stream: BinaryIO) -> FileScan:
         return FileScan()
     except csv.Error as exc:
         return FileScan(reason="unparseable_csv", message=f"the header line does not parse as CSV: {exc}")
+    endings.record_ended(reader.line_num)
     last_line = reader.line_num
+    truncated = False
     while True:
         try:
             row = next(reader)
         except StopIteration:
-            return FileScan(records, invalid)
+            break
         except csv.Error as exc:
             start = last_line + 1
             if "unexpected end of data" in str(exc) and reader.line_num == start:
-                return FileScan(records + 1, invalid, truncated=True)
+                records, truncated = records + 1, True
+                break
             if "unexpected end of data" in str(exc):
                 return FileScan(records, invalid, reason="unterminated_quote", message=(
                     f"a quoted field in the record starting at line {start} is never closed: the rest of the "
@@ -158,11 +227,16 @@ def scan_records(stream: BinaryIO) -> FileScan:
                     f"the record starting at line {start} has text after a closing quote ({exc}): a quote is "
                     "not doubled or not closed, and the records after it would be misread"))
             return FileScan(records, invalid, reason="unparseable_csv", message=f"line {start}: {exc}")
+        endings.record_ended(reader.line_num, blank=not row)
         last_line = reader.line_num
         if row:
             records += 1
             if watch.invalid and any(_SURROGATE.search(v) for v in row):
                 invalid += 1
+    mixed = endings.mixed()
+    if mixed:
+        return FileScan(records, invalid, reason="mixed_line_endings", message=mixed)
+    return FileScan(records, invalid, truncated=truncated, line_ending=endings.ending())
 
 
 # --- Spark ---------------------------------------------------------------------------------------------------
