@@ -91,8 +91,7 @@ def typed_sql(entity: Entity, now: float) -> str:
         parsed += ["CASE WHEN regexp_matches(trim(sentiment), '^-?[0-9]+(\\.[0-9]+)?([eE]-?[0-9]+)?$') "
                    "THEN TRY_CAST(trim(sentiment) AS DOUBLE) END AS _sentiment",
                    "regexp_extract(permalink, '/comments/([A-Za-z0-9]+)(/|$)', 1) AS _post_id"]
-        rules += [f"CASE WHEN {blank('sentiment')} THEN 'missing_sentiment' END",
-                  f"CASE WHEN NOT {blank('sentiment')} AND _sentiment IS NULL THEN 'invalid_sentiment' END",
+        rules += [f"CASE WHEN NOT {blank('sentiment')} AND _sentiment IS NULL THEN 'invalid_sentiment' END",
                   "CASE WHEN _sentiment < -1 OR _sentiment > 1 THEN 'sentiment_out_of_range' END",
                   "CASE WHEN _post_id = '' THEN 'missing_post_id' END"]
         columns += ["nullif(_post_id, '') AS post_id", f"{clean('body')} AS body", f"{status('body')} AS body_status",
@@ -163,7 +162,7 @@ def main() -> int:
                 SELECT subreddit_id, subreddit_name, created_date, score, subreddit_nsfw, 0,
                        CAST(round(sentiment, 4) AS DECIMAL(5,4)) FROM silver_comments)
             SELECT subreddit_id, max(subreddit_name) AS subreddit_name, created_date AS activity_date,
-                   sum(is_post) AS posts, sum(1 - is_post) AS comments,
+                   sum(is_post) AS posts, sum(1 - is_post) AS comments, count(sentiment) AS scored_comments,
                    CAST(round(sum(sentiment) / count(sentiment), 4) AS DECIMAL(5,4)) AS mean_sentiment,
                    min(sentiment) AS min_sentiment, max(sentiment) AS max_sentiment,
                    CAST(round(sum(score) / count(*), 2) AS DECIMAL(12,2)) AS mean_score,
@@ -173,13 +172,14 @@ def main() -> int:
         "post_engagement": """
             WITH c AS (SELECT post_id, CAST(round(sentiment, 4) AS DECIMAL(5,4)) AS s FROM silver_comments),
             per_post AS (
-                SELECT post_id, count(*) AS comments,
-                       CAST(round(sum(s) / count(*), 4) AS DECIMAL(5,4)) AS mean_comment_sentiment,
-                       CAST(round(sum((s >= 0.05)::INT) / count(*), 4) AS DECIMAL(5,4)) AS positive_share,
-                       CAST(round(sum((s <= -0.05)::INT) / count(*), 4) AS DECIMAL(5,4)) AS negative_share
+                SELECT post_id, count(*) AS comments, count(s) AS scored_comments,
+                       CAST(round(sum(s) / count(s), 4) AS DECIMAL(5,4)) AS mean_comment_sentiment,
+                       CAST(round(sum((s >= 0.05)::INT) / count(s), 4) AS DECIMAL(5,4)) AS positive_share,
+                       CAST(round(sum((s <= -0.05)::INT) / count(s), 4) AS DECIMAL(5,4)) AS negative_share
                 FROM c GROUP BY post_id)
             SELECT p.id AS post_id, p.subreddit_id, p.subreddit_name, p.created_date, p.score AS post_score,
-                   coalesce(pp.comments, 0) AS comments, pp.mean_comment_sentiment, pp.positive_share,
+                   coalesce(pp.comments, 0) AS comments, coalesce(pp.scored_comments, 0) AS scored_comments,
+                   pp.mean_comment_sentiment, pp.positive_share,
                    pp.negative_share, now() AS loaded_at
             FROM silver_posts p LEFT JOIN per_post pp ON pp.post_id = p.id""",
     }

@@ -152,6 +152,10 @@ _LINEAGE = (
     Column("_updated_at", "TIMESTAMP", False, "when Silver last inserted or changed the row"),
 )
 TEXT_STATUS_DOC = "present | empty | deleted | removed: why the text column is null"
+# Real exports leave sentiment empty on about a quarter of comments (every deleted/removed one and many short live
+# ones). They are real comments: kept with a null sentiment and counted (the original design dropped them).
+SENTIMENT_DOC = ("sentiment score in [-1, 1]; null when the export has none (deleted or removed comments, "
+                 "many short live ones)")
 
 SILVER = {
     Entity.POST: TableContract(
@@ -177,7 +181,7 @@ SILVER = {
             Column("post_id", "STRING", False, "id of the post, parsed from the permalink"),
             Column("body", "STRING", True, "comment body; null when empty, [deleted] or [removed]"),
             Column("body_status", "STRING", False, TEXT_STATUS_DOC),
-            Column("sentiment", "DOUBLE", False, "sentiment score in [-1, 1]"),
+            Column("sentiment", "DOUBLE", True, SENTIMENT_DOC),
             Column("score", "INT", False, "score at export time"),
         )
         + _LINEAGE,
@@ -252,7 +256,7 @@ GOLD_COMMENTS = TableContract(
         Column("body", "STRING", True, "comment text; null when empty, deleted or removed"),
         Column("body_status", "STRING", False, TEXT_STATUS_DOC),
         Column("body_tokens", "ARRAY<STRING>", False, "lowercase word tokens of the body"),
-        Column("sentiment", SENTIMENT, False, "sentiment in [-1, 1]"),
+        Column("sentiment", SENTIMENT, True, SENTIMENT_DOC),
         Column("score", "INT", False, "score at the latest export"),
         Column("loaded_at", "TIMESTAMP", False, "when Gold last wrote the row"),
     ),
@@ -267,10 +271,12 @@ GOLD_SUBREDDIT_DAILY = TableContract(
         Column("subreddit_name", "STRING", False, "subreddit name"),
         Column("activity_date", "DATE", False, "UTC day (key)"),
         Column("posts", "BIGINT", False, "posts created that day"),
-        Column("comments", "BIGINT", False, "comments created that day"),
-        Column("mean_sentiment", SENTIMENT, True, "mean comment sentiment; null without comments"),
-        Column("min_sentiment", SENTIMENT, True, "lowest comment sentiment"),
-        Column("max_sentiment", SENTIMENT, True, "highest comment sentiment"),
+        Column("comments", "BIGINT", False, "comments created that day, with or without a sentiment score"),
+        Column("scored_comments", "BIGINT", True, "comments created that day that have a sentiment score"),
+        Column("mean_sentiment", SENTIMENT, True,
+               "mean sentiment of that day's comments that have a score; null when none has one"),
+        Column("min_sentiment", SENTIMENT, True, "lowest sentiment among the comments that have a score"),
+        Column("max_sentiment", SENTIMENT, True, "highest sentiment among the comments that have a score"),
         Column("mean_score", "DECIMAL(12,2)", False, "mean score over that day's posts and comments"),
         Column("nsfw_share", SHARE, False, "share of that day's posts and comments in NSFW subreddits"),
         Column("loaded_at", "TIMESTAMP", False, "when Gold last wrote the row"),
@@ -286,10 +292,12 @@ GOLD_POST_ENGAGEMENT = TableContract(
         Column("subreddit_name", "STRING", False, "subreddit name"),
         Column("created_date", "DATE", False, "post creation date, UTC"),
         Column("post_score", "INT", False, "post score at the latest export"),
-        Column("comments", "BIGINT", False, "comments on the post in Silver"),
-        Column("mean_comment_sentiment", SENTIMENT, True, "mean comment sentiment; null without comments"),
-        Column("positive_share", SHARE, True, "share of comments with sentiment >= 0.05"),
-        Column("negative_share", SHARE, True, "share of comments with sentiment <= -0.05"),
+        Column("comments", "BIGINT", False, "comments on the post in Silver, with or without a sentiment score"),
+        Column("scored_comments", "BIGINT", True, "comments on the post that have a sentiment score"),
+        Column("mean_comment_sentiment", SENTIMENT, True,
+               "mean sentiment of the post's comments that have a score; null when none has one"),
+        Column("positive_share", SHARE, True, "share of the scored comments with sentiment >= 0.05"),
+        Column("negative_share", SHARE, True, "share of the scored comments with sentiment <= -0.05"),
         Column("loaded_at", "TIMESTAMP", False, "when Gold last wrote the row"),
     ),
     comment="Gold: engagement per post (posts known to Silver)",

@@ -30,8 +30,7 @@ CATALOG_NAME = "lakehouse"
 NAMESPACES = ("bronze", "silver", "gold")
 ENTITIES = ("post", "comment")  # contracts.Entity's values (settings import nothing of the project)
 # Silver's quarantine_rate checks warn above this share of a batch's rows.
-# Real SocialGrep comment exports quarantine ~27% for an empty sentiment (the meirl sample), so comments get more room.
-DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.35}
+DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.05}
 COMPUTE_MODES = ("in_process", "subprocess", "glue")
 QUICK_JIT = ("auto", "on", "off")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -217,7 +216,7 @@ def parse_spark_conf(value: str) -> dict[str, str]:
 
 
 def parse_quarantine_rates(value: str) -> dict[str, float]:
-    """`0.1` (every entity) or `post=0.05,comment=0.35`; each a share between 0 and 1."""
+    """`0.1` (every entity) or `post=0.05,comment=0.1`; each a share between 0 and 1."""
 
     def share(text: str) -> float:
         rate = float(text)

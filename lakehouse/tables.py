@@ -49,18 +49,25 @@ def ensure_tables(spark: SparkSession, contracts: tuple[TableContract, ...] = AL
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
     for contract in todo:
         spark.sql(contract.create_ddl(TABLE_PROPERTIES))
-        _add_missing_columns(spark, contract)
+        _evolve(spark, contract)
         _ensured.add((session, contract.identifier))
 
 
-def _add_missing_columns(spark: SparkSession, contract: TableContract) -> None:
-    """Evolve a table created by an older contract: columns added since are added (nullable) in place."""
-    present = set(spark.table(contract.identifier).columns)
-    missing = [c for c in contract.columns if c.name not in present]
-    if missing:
-        if any(not c.nullable for c in missing):
-            raise ValueError(f"{contract.identifier}: a required column cannot be added to existing rows: {missing}")
-        spark.sql(f"ALTER TABLE {contract.identifier} ADD COLUMNS ({', '.join(c.ddl() for c in missing)})")
+def _evolve(spark: SparkSession, contract: TableContract) -> None:
+    """Bring a table created by an older contract up to date in place (Iceberg schema evolution, no rewrite):
+    columns added since are added (nullable) where the contract puts them, and a column the contract now
+    allows to be null drops its NOT NULL."""
+    fields = {f.name: f for f in spark.table(contract.identifier).schema.fields}
+    previous = None
+    for column in contract.columns:
+        if column.name not in fields:
+            if not column.nullable:
+                raise ValueError(f"{contract.identifier}: required column {column.name} cannot be added to existing rows")
+            where = f" AFTER `{previous}`" if previous else " FIRST"
+            spark.sql(f"ALTER TABLE {contract.identifier} ADD COLUMN {column.ddl()}{where}")
+        elif column.nullable and not fields[column.name].nullable:
+            spark.sql(f"ALTER TABLE {contract.identifier} ALTER COLUMN `{column.name}` DROP NOT NULL")
+        previous = column.name
 
 
 def spark_schema(spark: SparkSession, contract: TableContract) -> StructType:

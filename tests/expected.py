@@ -45,7 +45,13 @@ def latest(rows: list[dict]) -> dict[str, dict]:
 
 
 def valid_comment(row: dict) -> bool:
-    return row["sentiment"].strip() != "" and POST_ID.search(row["permalink"]) is not None
+    # A comment without a sentiment score is a real comment (kept with a null sentiment).
+    return POST_ID.search(row["permalink"]) is not None
+
+
+def sentiment(row: dict) -> float | None:
+    value = row["sentiment"].strip()
+    return float(value) if value else None
 
 
 def day(row: dict) -> str:
@@ -53,7 +59,8 @@ def day(row: dict) -> str:
 
 
 def subreddit_daily(posts: dict[str, dict], comments: dict[str, dict]) -> dict[tuple[str, str], dict]:
-    groups: dict[tuple[str, str], dict] = defaultdict(lambda: {"posts": 0, "comments": 0, "sent": [], "score": [], "nsfw": []})
+    groups: dict[tuple[str, str], dict] = defaultdict(
+        lambda: {"posts": 0, "comments": 0, "sent": [], "score": [], "nsfw": []})
     for row in posts.values():
         g = groups[(row["subreddit.id"], day(row))]
         g["posts"] += 1
@@ -62,13 +69,15 @@ def subreddit_daily(posts: dict[str, dict], comments: dict[str, dict]) -> dict[t
     for row in comments.values():
         g = groups[(row["subreddit.id"], day(row))]
         g["comments"] += 1
-        g["sent"].append(float(row["sentiment"]))
+        if sentiment(row) is not None:
+            g["sent"].append(sentiment(row))
         g["score"].append(int(row["score"]))
         g["nsfw"].append(row["subreddit.nsfw"] == "true")
     return {
         key: {
             "posts": g["posts"],
             "comments": g["comments"],
+            "scored_comments": len(g["sent"]),
             "mean_sentiment": rounded(mean(g["sent"]), 4) if g["sent"] else None,
             "min_sentiment": min(g["sent"]) if g["sent"] else None,
             "max_sentiment": max(g["sent"]) if g["sent"] else None,
@@ -80,15 +89,16 @@ def subreddit_daily(posts: dict[str, dict], comments: dict[str, dict]) -> dict[t
 
 
 def post_engagement(posts: dict[str, dict], comments: dict[str, dict]) -> dict[str, dict]:
-    by_post: dict[str, list[float]] = defaultdict(list)
+    by_post: dict[str, list[float | None]] = defaultdict(list)
     for row in comments.values():
-        by_post[POST_ID.search(row["permalink"]).group(1)].append(float(row["sentiment"]))
+        by_post[POST_ID.search(row["permalink"]).group(1)].append(sentiment(row))
     out = {}
     for pid, row in posts.items():
-        s = by_post.get(pid, [])
+        s = [v for v in by_post.get(pid, []) if v is not None]  # means and shares over the scored comments
         out[pid] = {
             "post_score": int(row["score"]),
-            "comments": len(s),
+            "comments": len(by_post.get(pid, [])),
+            "scored_comments": len(s),
             "mean_comment_sentiment": rounded(mean(s), 4) if s else None,
             "positive_share": rounded(Fraction(sum(v >= 0.05 for v in s), len(s)), 4) if s else None,
             "negative_share": rounded(Fraction(sum(v <= -0.05 for v in s), len(s)), 4) if s else None,

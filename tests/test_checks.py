@@ -55,9 +55,17 @@ def all_outcomes(spark, full: bool = True) -> dict[str, quality.CheckOutcome]:
 def loaded(spark, settings, tmp_path_factory):
     from tests.conftest import empty_lakehouse
 
+    from lakehouse.contracts import SOURCE_HEADERS
+
     zone = empty_lakehouse(spark, settings)
-    files = generate(tmp_path_factory.mktemp("gen"), posts=300, comments=900, files=2, seed=11, days=4,
-                     subreddits=3, repeat_share=0.05)
+    folder = tmp_path_factory.mktemp("gen")
+    files = generate(folder, posts=300, comments=900, files=2, seed=11, days=4, subreddits=3, repeat_share=0.05)
+    # Generated exports are clean; a few broken comments give the reconciliation quarantined rows to add up.
+    broken = folder / "broken-comments.csv"
+    broken.write_text(",".join(SOURCE_HEADERS[Entity.COMMENT]) + "\r\n" + "".join(
+        f"comment,bad{i},2qh1i,x,false,1648771149,https://old.reddit.com/r/x/comments/zz{i}/t/bad{i}/,b,{s},{score}\r\n"
+        for i, (s, score) in enumerate([("high", "1"), ("0.5", "12abc"), ("1.5", "2")])), encoding="utf-8")
+    files.comments.append(broken)
     load(spark, zone, files)
     return zone
 

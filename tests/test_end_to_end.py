@@ -41,14 +41,14 @@ def assert_gold_matches(settings, want: dict) -> None:
     daily = {
         (r[0], r[1].isoformat()): r[2:]
         for r in q.sql(
-            "SELECT subreddit_id, activity_date, posts, comments, mean_sentiment, min_sentiment, max_sentiment, "
-            "mean_score, nsfw_share FROM gold.subreddit_daily"
+            "SELECT subreddit_id, activity_date, posts, comments, scored_comments, mean_sentiment, min_sentiment, "
+            "max_sentiment, mean_score, nsfw_share FROM gold.subreddit_daily"
         ).fetchall()
     }
     assert set(daily) == set(want["subreddit_daily"])
     for key, w in want["subreddit_daily"].items():
-        posts, comments, mean_s, min_s, max_s, mean_score, nsfw = daily[key]
-        assert (posts, comments) == (w["posts"], w["comments"]), key
+        posts, comments, scored, mean_s, min_s, max_s, mean_score, nsfw = daily[key]
+        assert (posts, comments, scored) == (w["posts"], w["comments"], w["scored_comments"]), key
         # Gold's decimals are exact: compare them to the independently rounded values, digit for digit.
         # (A mean of doubles may sit one unit off in the last place when it is within 1e-12 of a half.)
         for got, expect in ((mean_s, w["mean_sentiment"]), (min_s, w["min_sentiment"]),
@@ -60,14 +60,14 @@ def assert_gold_matches(settings, want: dict) -> None:
     engagement = {
         r[0]: r[1:]
         for r in q.sql(
-            "SELECT post_id, post_score, comments, mean_comment_sentiment, positive_share, negative_share "
-            "FROM gold.post_engagement"
+            "SELECT post_id, post_score, comments, scored_comments, mean_comment_sentiment, positive_share, "
+            "negative_share FROM gold.post_engagement"
         ).fetchall()
     }
     assert set(engagement) == set(want["post_engagement"])
     for pid, w in want["post_engagement"].items():
-        score, n, mean_s, pos, neg = engagement[pid]
-        assert (score, n) == (w["post_score"], w["comments"]), pid
+        score, n, scored, mean_s, pos, neg = engagement[pid]
+        assert (score, n, scored) == (w["post_score"], w["comments"], w["scored_comments"]), pid
         for got, expect in ((mean_s, w["mean_comment_sentiment"]), (pos, w["positive_share"]), (neg, w["negative_share"])):
             assert (got is None) == (expect is None)
             if got is not None:
@@ -99,8 +99,11 @@ def test_generated_data_end_to_end_and_idempotent(spark, settings, lakehouse, tm
     bronze_n = q.sql("SELECT count(*) FROM bronze.comments").fetchall()[0][0]
     quarantined = q.sql("SELECT count(*) FROM silver.comments_quarantine").fetchall()[0][0]
     silver_n = q.sql("SELECT count(*) FROM silver.comments").fetchall()[0][0]
-    dupes = q.sql("SELECT count(*) - count(DISTINCT id) FROM bronze.comments WHERE nullif(trim(sentiment), '') IS NOT NULL").fetchall()[0][0]
-    assert bronze_n == silver_n + quarantined + dupes and quarantined > 0 and dupes > 0
+    dupes = q.sql("SELECT count(*) - count(DISTINCT id) FROM bronze.comments").fetchall()[0][0]
+    assert bronze_n == silver_n + quarantined + dupes and dupes > 0
+    # Comments without a sentiment score are real comments: in Silver with a null sentiment, none quarantined.
+    assert quarantined == 0
+    assert q.sql("SELECT count(*) FROM silver.comments WHERE sentiment IS NULL").fetchall()[0][0] > 0
 
     # Materialising again commits nothing new and changes no number.
     before = snapshot_ids(spark)
@@ -134,10 +137,14 @@ def test_real_sample_end_to_end(spark, settings, lakehouse, meirl):
     assert q.sql("SELECT count(*) FROM bronze.posts").fetchall()[0][0] == 1999
     assert q.sql("SELECT count(*) FROM bronze.comments").fetchall()[0][0] == 858
     assert q.sql("SELECT count(*) FROM silver.posts").fetchall()[0][0] == 1999
-    # DATA.md: 233 comments have empty sentiment; the original design drops them, we quarantine them.
-    assert q.sql("SELECT count(*), min(reason), max(reason) FROM silver.comments_quarantine").fetchall()[0] == (
-        233, "missing_sentiment", "missing_sentiment")
-    assert q.sql("SELECT count(*) FROM silver.comments").fetchall()[0][0] == 625
+    # DATA.md: 233 comments have an empty sentiment. The original design dropped them; they are real comments
+    # (deleted, removed, short live ones), kept with a null sentiment and counted in Gold.
+    assert q.sql("SELECT count(*) FROM silver.comments_quarantine").fetchall()[0][0] == 0
+    assert q.sql("SELECT count(*), count(sentiment) FROM silver.comments").fetchall()[0] == (858, 625)
+    statuses = dict(q.sql("SELECT body_status, count(*) FROM silver.comments WHERE sentiment IS NULL "
+                          "GROUP BY 1").fetchall())
+    assert statuses.get("present", 0) > 0 and statuses.get("deleted", 0) + statuses.get("removed", 0) > 0
+    assert q.sql("SELECT sum(comments), sum(scored_comments) FROM gold.subreddit_daily").fetchall()[0] == (858, 625)
     assert q.sql("SELECT count(*) FROM silver.posts WHERE selftext_status = 'deleted'").fetchall()[0][0] == 502
     assert q.sql("SELECT count(*) FROM silver.comments WHERE body LIKE '%\n%'").fetchall()[0][0] > 0
     assert_gold_matches(settings, exp.expected_gold([meirl / "posts.csv"], [meirl / "comments.csv"]))
@@ -168,3 +175,54 @@ def test_a_failing_blocking_check_stops_gold(spark, settings, lakehouse, tmp_pat
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "gold/posts" not in materialized and "gold/subreddit_daily" not in materialized
     assert snapshot_ids(spark)["gold.posts"] == gold_before
+
+
+def test_a_later_deleted_version_of_a_comment_replaces_it_everywhere(spark, settings, lakehouse, tmp_path):
+    """An export that marks a comment [deleted] (sentiment empty) is its newest version: Silver and Gold follow."""
+    import csv
+
+    files = generate(tmp_path / "gen", posts=60, comments=200, files=1, seed=5, days=2, subreddits=2, repeat_share=0)
+    lakehouse.land(files.posts[0], Entity.POST)
+    lakehouse.land(files.comments[0], Entity.COMMENT)
+    materialize_all()
+    q = engine(settings)
+    [(victim, post_id)] = q.sql("SELECT id, post_id FROM silver.comments WHERE sentiment IS NOT NULL "
+                                "AND body IS NOT NULL ORDER BY id LIMIT 1").fetchall()
+    with files.comments[0].open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header, original = rows[0], next(r for r in rows[1:] if r[1] == victim)
+    deleted = dict(zip(header, original)) | {"body": "[deleted]", "sentiment": "", "score": "1"}
+    later = tmp_path / "later-export.csv"
+    with later.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\r\n").writerows([header, [deleted[h] for h in header]])
+    lakehouse.land(later, Entity.COMMENT)
+    materialize_all()
+
+    assert q.sql(f"SELECT body, body_status, sentiment, score FROM silver.comments WHERE id = '{victim}'").fetchall() \
+        == [(None, "deleted", None, 1)]
+    assert q.sql(f"SELECT body, body_status, sentiment FROM gold.comments WHERE comment_id = '{victim}'").fetchall() \
+        == [(None, "deleted", None)]
+    assert q.sql("SELECT count(*) FROM silver.comments_quarantine").fetchall() == [(0,)]
+    assert_gold_matches(settings, exp.expected_gold(files.posts, [files.comments[0], later]))
+
+
+def test_tables_from_an_older_contract_evolve_in_place(spark, lakehouse):
+    """A lakehouse created before comments without sentiment were kept: the columns evolve, no data rewritten."""
+    from dataclasses import replace
+
+    from lakehouse import tables
+    from lakehouse.contracts import GOLD, SILVER
+
+    comments, engagement = SILVER[Entity.COMMENT], GOLD["post_engagement"]
+    old_comments = replace(comments, columns=tuple(
+        replace(c, nullable=False) if c.name == "sentiment" else c for c in comments.columns))
+    old_engagement = replace(engagement, columns=tuple(c for c in engagement.columns if c.name != "scored_comments"))
+    for ns in ("silver", "gold"):
+        spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
+    for old in (old_comments, old_engagement):
+        spark.sql(old.create_ddl(tables.TABLE_PROPERTIES))
+    assert not {f.name: f for f in spark.table("silver.comments").schema.fields}["sentiment"].nullable
+    tables.ensure_tables(spark, (comments, engagement))
+    assert {f.name: f for f in spark.table("silver.comments").schema.fields}["sentiment"].nullable
+    assert spark.table("gold.post_engagement").columns == engagement.names  # added where the contract has it
+    assert tables.current_snapshot(spark, "gold.post_engagement") is None  # schema only: nothing rewritten

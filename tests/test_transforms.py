@@ -243,7 +243,6 @@ def test_post_quarantine_reasons(spark, overrides, reason):
 @pytest.mark.parametrize(
     "overrides, reason",
     [
-        ({"sentiment": ""}, "missing_sentiment"),  # as in the original design
         ({"sentiment": "positive"}, "invalid_sentiment"),
         ({"sentiment": "1.5"}, "sentiment_out_of_range"),
         ({"permalink": "https://old.reddit.com/r/meirl/"}, "missing_post_id"),
@@ -253,6 +252,16 @@ def test_comment_quarantine_reasons(spark, overrides, reason):
     typed = silver_tf.typed(bronze_frame(spark, Entity.COMMENT, [comment(**overrides)]), Entity.COMMENT, NOW)
     q = silver_tf.quarantine_rows(typed, Entity.COMMENT, NOW).collect()
     assert len(q) == 1 and reason in q[0].reasons
+
+
+def test_a_comment_without_sentiment_is_a_comment(spark):
+    """Real exports leave sentiment empty on deleted/removed and many short live comments: kept, sentiment null."""
+    rows = [comment(id="c1", body="[deleted]", sentiment=""), comment(id="c2", body="ok", sentiment=" ")]
+    typed = silver_tf.typed(bronze_frame(spark, Entity.COMMENT, rows), Entity.COMMENT, NOW)
+    assert silver_tf.quarantine_rows(typed, Entity.COMMENT, NOW).count() == 0
+    out = {r.id: r for r in silver_tf.to_silver(typed, Entity.COMMENT, NOW).collect()}
+    assert (out["c1"].sentiment, out["c1"].body, out["c1"].body_status) == (None, None, "deleted")
+    assert (out["c2"].sentiment, out["c2"].body) == (None, "ok")
 
 
 def test_comment_post_id_sentiment_and_deleted_body(spark):
@@ -314,20 +323,22 @@ def test_gold_aggregates(spark):
         comment(id="c1", sentiment="0.5", score="3", permalink="https://x/comments/p1/t/c1/"),
         comment(id="c2", sentiment="-0.3", score="1", permalink="https://x/comments/p1/t/c2/"),
         comment(id="c3", sentiment="0.0", score="2", permalink="https://x/comments/p2/t/c3/"),
+        # No sentiment score: counted as a comment, left out of every sentiment figure.
+        comment(id="c4", sentiment="", score="6", body="[removed]", permalink="https://x/comments/p1/t/c4/"),
     ])
     daily = {(r.subreddit_id, r.activity_date): r
              for r in gold_tf.subreddit_daily(posts, comments, NOW).collect()}
     meirl = daily[("2s5ti", date(2022, 3, 31))]
-    assert (meirl.posts, meirl.comments) == (3, 3)
+    assert (meirl.posts, meirl.comments, meirl.scored_comments) == (3, 4, 3)
     assert float(meirl.mean_sentiment) == pytest.approx(0.0667, abs=1e-4)
     assert float(meirl.min_sentiment) == -0.3 and float(meirl.max_sentiment) == 0.5
-    assert float(meirl.mean_score) == pytest.approx((10 - 2 + 4 + 3 + 1 + 2) / 6, abs=0.005)
-    assert float(meirl.nsfw_share) == pytest.approx(1 / 6, abs=1e-4)
+    assert float(meirl.mean_score) == pytest.approx((10 - 2 + 4 + 3 + 1 + 2 + 6) / 7, abs=0.005)
+    assert float(meirl.nsfw_share) == pytest.approx(1 / 7, abs=1e-4)
     other = daily[("other", date(2022, 3, 31))]
     assert other.comments == 0 and other.mean_sentiment is None
 
     engagement = {r.post_id: r for r in gold_tf.post_engagement(posts, comments, NOW).collect()}
-    assert engagement["p1"].comments == 2
+    assert (engagement["p1"].comments, engagement["p1"].scored_comments) == (3, 2)
     assert float(engagement["p1"].mean_comment_sentiment) == pytest.approx(0.1)
     assert float(engagement["p1"].positive_share) == 0.5 and float(engagement["p1"].negative_share) == 0.5
     assert engagement["p2"].comments == 1 and float(engagement["p2"].positive_share) == 0.0

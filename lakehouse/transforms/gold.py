@@ -93,7 +93,8 @@ def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
 
 
 def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
-    """Per subreddit and UTC day: counts, comment sentiment, mean score and NSFW share."""
+    """Per subreddit and UTC day: counts (every comment), sentiment over the comments that have a score, mean score
+    and NSFW share."""
     items = silver_posts.select(
         "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
         F.lit(1).alias("is_post"), F.lit(None).cast("double").alias("sentiment"),
@@ -108,6 +109,7 @@ def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_
         F.max("subreddit_name").alias("subreddit_name"),
         F.sum("is_post").alias("posts"),
         F.sum(1 - F.col("is_post")).alias("comments"),
+        F.count("sentiment").alias("scored_comments"),
         _exact_ratio(F.sum("sentiment"), F.count("sentiment"), 4).alias("mean_sentiment"),
         F.min("sentiment").alias("min_sentiment"),
         F.max("sentiment").alias("max_sentiment"),
@@ -118,19 +120,22 @@ def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_
 
 
 def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
-    """Per post known to Silver: its comments, their mean sentiment and positive/negative shares."""
+    """Per post known to Silver: its comments, and the mean sentiment and positive/negative shares of those with
+    a sentiment score (a comment without one counts as a comment, not as neutral)."""
     sentiment = _exact_sentiment()
-    n = F.count("*")
+    scored = F.count(sentiment)
     per_post = silver_comments.groupBy("post_id").agg(
-        n.alias("comments"),
-        _exact_ratio(F.sum(sentiment), n, 4).alias("mean_comment_sentiment"),
-        _exact_ratio(F.sum((sentiment >= POSITIVE).cast("int")), n, 4).alias("positive_share"),
-        _exact_ratio(F.sum((sentiment <= NEGATIVE).cast("int")), n, 4).alias("negative_share"),
+        F.count("*").alias("comments"),
+        scored.alias("scored_comments"),
+        _exact_ratio(F.sum(sentiment), scored, 4).alias("mean_comment_sentiment"),
+        _exact_ratio(F.sum((sentiment >= POSITIVE).cast("int")), scored, 4).alias("positive_share"),
+        _exact_ratio(F.sum((sentiment <= NEGATIVE).cast("int")), scored, 4).alias("negative_share"),
     )
     out = silver_posts.select(
         F.col("id").alias("post_id"), "subreddit_id", "subreddit_name", "created_date",
         F.col("score").alias("post_score"),
     ).join(per_post, "post_id", "left")
     out = out.withColumn("comments", F.coalesce("comments", F.lit(0)))
+    out = out.withColumn("scored_comments", F.coalesce("scored_comments", F.lit(0)))
     return _conform(out.select("*", _loaded(loaded_at)), "post_engagement")
 

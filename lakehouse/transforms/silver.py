@@ -146,7 +146,6 @@ def typed(
     else:
         sentiment, post_id = F.col("_sentiment"), F.col("_post_id")
         rules += [
-            _rule(_blank(F.col("sentiment")), "missing_sentiment"),
             _rule(~_blank(F.col("sentiment")) & sentiment.isNull(), "invalid_sentiment"),
             _rule(sentiment.isNotNull() & ((sentiment < -1) | (sentiment > 1)), "sentiment_out_of_range"),
             _rule(post_id == "", "missing_post_id"),
