@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import sys
 import time
 from pathlib import Path
 
 from lakehouse.contracts import Entity
-from lakehouse.landing import InvalidKey
+from lakehouse.errors import UserError
 from lakehouse.settings import Environment, SettingsError, load_settings
 
 DAGSTER_YAML = """\
@@ -17,16 +19,28 @@ telemetry:
   enabled: false
 concurrency:
   runs:
-    # One lakehouse run at a time: runs write the same Iceberg tables and the same SQLite catalog, and each
-    # step's watermark assumes it is the only writer. Queued runs start as soon as the previous one ends.
+    # One lakehouse run at a time: a throughput choice (runs write the same tables, and on two cores one at a
+    # time finishes sooner), not what keeps ingestion exactly once: overlapping runs stay correct.
     max_concurrent_runs: 1
   pools:
     default_limit: 1
+run_monitoring:
+  # The daemon ends runs whose worker died and frees the pool slots they held (lakehouse runs also do it for
+  # each other, from the CLI too: resources/runs.py).
+  enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A mistake in what the user typed: printed as one line, exit status 2."""
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return "unknown"
 
 
 def cmd_init(args) -> int:
@@ -126,6 +140,135 @@ def cmd_spark_conf(args) -> int:
     return 0
 
 
+# --- operator commands: each runs a Dagster job against the instance, so it shows in the UI's run history and
+# queues in the `lakehouse` pool behind the runs writing the same tables.
+
+
+def _instance():
+    """The Dagster instance: $DAGSTER_HOME, else the one `lakehouse init` made under the data root."""
+    import os
+
+    from dagster import DagsterInstance
+
+    if os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.get()
+    home = load_settings().dagster_home
+    if not home.exists():
+        raise UsageError(f"no Dagster instance at {home}: run `lakehouse init` (or set DAGSTER_HOME)")
+    return DagsterInstance.from_config(str(home))
+
+
+def _run_job(name: str, run_config: dict, args, tags: dict | None = None):
+    """Run one of the definitions' jobs in this process; print what it did; exit status 1 when it failed."""
+    from lakehouse_assets.definitions import defs
+    from lakehouse_assets.metadata import REASON_TAG, REQUESTED_BY_TAG
+    from resources.runs import failure_cause
+
+    tags = {REQUESTED_BY_TAG: args.by, **({REASON_TAG: args.why} if args.why else {}), **(tags or {})}
+    with _instance() as instance:
+        result = defs.resolve_job_def(name).execute_in_process(
+            run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
+        if not result.success:
+            print(f"{name} failed (run {result.run_id}): {failure_cause(instance, result.run_id)}", file=sys.stderr)
+            return result, 1
+    return result, 0
+
+
+def _entity_of(target: str, given: str | None) -> Entity:
+    """The entity a retract target belongs to: given, by its landing prefix, or by the ingestion log."""
+    from lakehouse.catalog import catalog_for
+    from lakehouse.ingestion import read_log
+    from lakehouse.landing import entity_for_key
+    from lakehouse.operations import BATCH_ID, _as_uri
+
+    if given:
+        return Entity(given)
+    if entity_for_key(target):
+        return entity_for_key(target)
+    settings = load_settings()
+    uri = None if BATCH_ID.match(target) else _as_uri(target, settings.landing_root)
+    found = {e.entity for e in read_log(catalog_for(settings)) if e.batch_id == target or e.source_uri == uri}
+    if len(found) != 1:
+        raise UsageError(f"cannot tell whether {target} holds posts or comments: give --entity")
+    return Entity(found.pop())
+
+
+def cmd_retract(args) -> int:
+    from lakehouse.catalog import catalog_for
+    from lakehouse.ingestion import LOADED, RETRACTED, read_log
+    from lakehouse.operations import resolve_versions
+
+    entity = _entity_of(args.target, args.entity)
+    settings = load_settings()
+    # A target that names nothing fails here, in one line, before a run starts (the run resolves it again).
+    resolve_versions(read_log(catalog_for(settings), entity), args.target, settings.landing_root, args.etag,
+                     statuses=(LOADED, RETRACTED))
+    config = {"entity": entity.value, "target": args.target, "etag": args.etag or "", "by": args.by, "why": args.why}
+    result, status = _run_job("retract_file", {"ops": {"retract": {"config": config}}}, args)
+    if status == 0:
+        print(json.dumps(result.output_for_node("retract"), indent=2, default=str))
+    return status
+
+
+def cmd_reprocess(args) -> int:
+    from lakehouse.landing import check_key, entity_for_key
+
+    keys = [check_key(k) for k in args.keys]
+    entities = {entity_for_key(k) for k in keys}
+    if len(entities) != 1:
+        raise UsageError("reprocess files of one entity at a time (input/post/... or input/comment/...)")
+    entity = entities.pop()
+    config = {"ops": {f"bronze__{entity.plural}": {"config": {"keys": keys, "reprocess": True}}}}
+    result, status = _run_job(f"ingest_{entity.plural}", config, args)
+    if status == 0:
+        [bronze] = [e for e in result.get_asset_materialization_events()
+                    if e.asset_key.path == ["bronze", entity.plural]]
+        print(bronze.materialization.metadata["files"].value)
+    return status
+
+
+def cmd_accept(args) -> int:
+    import lakehouse_assets.definitions  # noqa: F401  (registers every check)
+    from lakehouse_assets.metadata import check_named
+
+    check_named(args.asset, args.check)  # an unknown name fails here, listing the checks
+    config = {"asset": args.asset, "check": args.check, "by": args.by, "why": args.why, "revoke": args.revoke}
+    result, status = _run_job("accept_check", {"ops": {"accept": {"config": config}}}, args)
+    if status == 0:
+        entry = result.output_for_node("accept")
+        verb = "revoked the acceptance of" if args.revoke else "accepted"
+        print(f"{verb} {args.asset} {args.check}: {entry['summary']}")
+    return status
+
+
+def cmd_refresh(args) -> int:
+    result, status = _run_job("full_refresh", {}, args)
+    if status == 0:
+        for event in result.get_asset_materialization_events():
+            meta = event.materialization.metadata
+            print(f"{event.asset_key.to_user_string():32} {meta['dagster/row_count'].value:>12,} rows")
+    return status
+
+
+def cmd_status(args) -> int:
+    from lakehouse.catalog import catalog_for
+    from lakehouse_assets import status
+    from lakehouse_assets.definitions import defs
+
+    settings = load_settings()
+    try:
+        instance = _instance()
+    except UsageError:
+        instance = None  # no Dagster instance yet: the tables alone
+    try:
+        report = status.collect(catalog_for(settings), instance, defs)
+    finally:
+        if instance is not None:
+            instance.dispose()
+    print(json.dumps(report, indent=2, default=str) if args.json else status.render(report))
+    return 0
+
+
 def cmd_contracts(args) -> int:
     from lakehouse.contracts import contracts_markdown
 
@@ -163,6 +306,37 @@ def main(argv: list[str] | None = None) -> int:
     query.set_defaults(func=cmd_query)
 
     sub.add_parser("tables", help="list tables, row counts and snapshots").set_defaults(func=cmd_tables)
+
+    status = sub.add_parser("status", help="per entity: what was ingested, rejected, retracted; what is in flight "
+                            "or blocked and why; the last runs")
+    status.add_argument("--json", action="store_true", help="the report as JSON")
+    status.set_defaults(func=cmd_status)
+
+    def operator(name: str, help_text: str, why_required: bool = True):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--why", required=why_required, help="why (recorded in the operator log)")
+        cmd.add_argument("--by", default=default_actor(), help="who (default: your user name)")
+        return cmd
+
+    retract = operator("retract", "take a file version (or a batch) out of Bronze, Silver and Gold")
+    retract.add_argument("target", help="landing key (input/post/a.csv), path or URI of the file, or a batch id")
+    retract.add_argument("--etag", help="the file version, when the file has several loaded versions")
+    retract.add_argument("--entity", choices=[e.value for e in Entity], help="when the target does not tell")
+    retract.set_defaults(func=cmd_retract)
+
+    reprocess = operator("reprocess", "ingest retracted or rejected file versions again (e.g. after a parser fix)",
+                         why_required=False)
+    reprocess.add_argument("keys", nargs="+", help="landing keys, e.g. input/comment/2022-03.csv")
+    reprocess.set_defaults(func=cmd_reprocess)
+
+    accept = operator("accept", "accept a failing check's current failure so the pipeline moves on")
+    accept.add_argument("asset", help="the checked asset, e.g. silver/posts")
+    accept.add_argument("check", help="the check, e.g. primary_key_unique")
+    accept.add_argument("--revoke", action="store_true", help="take the acceptance back")
+    accept.set_defaults(func=cmd_accept)
+
+    operator("refresh", "rebuild Silver and Gold from Bronze (after a cleaning rule or a Gold formula changed)",
+             why_required=False).set_defaults(func=cmd_refresh)
     sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)
     sub.add_parser("spark-conf", help="print the Spark settings of this environment as --conf arguments "
                    "(for a Glue job or spark-submit)").set_defaults(func=cmd_spark_conf)
@@ -174,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"lakehouse: {exc}", file=sys.stderr)
         return 2
-    except (UsageError, InvalidKey) as exc:
+    except UserError as exc:
         print(f"lakehouse {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -119,7 +119,8 @@ INGESTION_LOG = TableContract(
         Column("source_size", "BIGINT", False, "bytes"),
         Column("source_modified_at", "TIMESTAMP", True, "modification time reported by the store"),
         Column("batch_id", "STRING", False, "ingestion batch id (matches bronze._batch_id)"),
-        Column("status", "STRING", False, "loaded | rejected | rolled_back"),
+        Column("status", "STRING", False, "loaded | rejected | rolled_back | retracted (the latest row of a batch "
+               "and file version is what holds now)"),
         Column("rows", "BIGINT", False, "records written to Bronze from this file"),
         Column("malformed_rows", "BIGINT", False, "records that did not parse into the header's columns"),
         Column("message", "STRING", True, "why a file was rejected, or what was unusual about it"),
@@ -128,8 +129,24 @@ INGESTION_LOG = TableContract(
         Column("source_records", "BIGINT", True, "records counted in the file by an independent CSV parser"),
         Column("invalid_utf8_records", "BIGINT", True, "records holding bytes that are not UTF-8"),
         Column("extra_columns", "ARRAY<STRING>", True, "header columns the contract does not know (schema drift)"),
+        Column("actor", "STRING", True, "who recorded the row: the writing run (run:<id>, proc:<host>:<pid>) or the "
+               "operator who retracted the file"),
     ),
     comment="One row per landed file version: the lakehouse's own record of what was ingested",
+)
+
+OPERATOR_LOG = TableContract(
+    identifier="ops.operator_log",
+    columns=(
+        Column("at", "TIMESTAMP", False, "when the action was taken (UTC)"),
+        Column("actor", "STRING", False, "who took it (--by, or the operating-system user)"),
+        Column("action", "STRING", False, "retract | reprocess | accept | revoke | refresh"),
+        Column("target", "STRING", False, "what it acted on: a file version, a batch, an asset check, tables"),
+        Column("reason", "STRING", True, "why, in the operator's words"),
+        Column("details", "STRING", True, "what changed, as JSON (rows taken out, restored, positions)"),
+        Column("run_id", "STRING", True, "the Dagster run that carried it out"),
+    ),
+    comment="Every operator action: retractions, reprocessing, accepted checks, full refreshes (append-only)",
 )
 
 # --- Silver: typed, cleaned, one row per id -----------------------------------------------------------------
@@ -313,6 +330,7 @@ GOLD = {
 ALL_TABLES: tuple[TableContract, ...] = (
     *BRONZE.values(),
     INGESTION_LOG,
+    OPERATOR_LOG,
     *SILVER.values(),
     *QUARANTINE.values(),
     *GOLD.values(),

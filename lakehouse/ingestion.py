@@ -3,19 +3,37 @@
 The log (`bronze.ingestion_log`, written by the Bronze step after its data commit) is the final word; the
 sensor's cursor only remembers what it has asked for recently, so losing it costs a duplicate request that
 the Bronze step turns away, never a duplicate row.
+
+The log is append-only: an operator's retraction is a new row for the same (batch, file version), so the history
+stays readable. What holds now for a (batch, file version) is its latest row (`current`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from lakehouse.contracts import INGESTION_LOG, Entity
 from lakehouse.landing import LandedFile, LandingZone
 
-LOADED, REJECTED, ROLLED_BACK = "loaded", "rejected", "rolled_back"
-SETTLED = (LOADED, REJECTED)
+LOADED, REJECTED, ROLLED_BACK, RETRACTED = "loaded", "rejected", "rolled_back", "retracted"
+# A settled version is not ingested again by itself: loaded, refused, or taken out by an operator (who can ask
+# for it again: `lakehouse reprocess`). A rolled-back batch's files were never settled.
+SETTLED = (LOADED, REJECTED, RETRACTED)
+T = TypeVar("T")
+
+
+def _get(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else getattr(row, name)
+
+
+def current(rows: Iterable[T]) -> list[T]:
+    """The latest row of each (batch, file version), oldest first: what holds now, retractions applied."""
+    latest: dict[tuple, T] = {}
+    for row in sorted(rows, key=lambda r: _get(r, "ingested_at") or datetime.min):
+        latest[(_get(row, "batch_id"), _get(row, "source_uri"), _get(row, "source_etag"))] = row
+    return list(latest.values())
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,7 @@ class LogEntry:
     status: str
     # Records Bronze's scan found bytes that are not UTF-8 in (None: logged before it counted them).
     invalid_utf8_records: int | None = None
+    ingested_at: datetime | None = None
 
 
 def _micros(ts: datetime | None) -> int | None:
@@ -56,7 +75,7 @@ class IngestionIndex:
         return (uri, etag) in self.versions
 
     def settled(self, file: LandedFile, with_etag: Callable[[LandedFile], LandedFile]) -> bool:
-        """True when this version of the file was loaded or rejected before.
+        """True when this version of the file was loaded, rejected or retracted before.
 
         A local file whose size and modification time match a logged version is not hashed again; a touched
         file (new mtime, same bytes) is hashed and recognised by its etag.
@@ -83,6 +102,32 @@ def read_log(catalog, entity: Entity | None = None) -> list[LogEntry]:
         table = catalog.load_table(INGESTION_LOG.identifier)
     except NoSuchTableError:
         return []
-    fields = ("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status")
+    fields = ("entity", "source_uri", "source_etag", "source_size", "source_modified_at", "batch_id", "status",
+              "ingested_at")
     scan = table.scan(selected_fields=fields, row_filter=EqualTo("entity", entity.value) if entity else AlwaysTrue())
-    return [LogEntry(**row) for row in scan.to_arrow().to_pylist()]
+    return current(LogEntry(**row) for row in scan.to_arrow().to_pylist())
+
+
+def unsettled_writers(catalog, entity: Entity) -> set[str | None]:
+    """Writers of Bronze appends the ingestion log does not know yet, read through pyiceberg (no Spark).
+
+    What a Dagster run hands a Spark step running elsewhere (a Pipes or Glue job), with the instance's word on
+    which of them are gone, because the job cannot ask the instance itself."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from lakehouse.contracts import BRONZE
+
+    try:
+        table = catalog.load_table(BRONZE[entity].identifier)
+    except NoSuchTableError:
+        return set()
+    known = {e.batch_id for e in read_log(catalog, entity)}
+    writers: set[str | None] = set()
+    snap = table.current_snapshot()
+    while snap is not None:
+        summary = snap.summary
+        batch = summary["lakehouse.batch-id"] if summary else None
+        if summary and summary.operation.value == "append" and batch and batch not in known:
+            writers.add(summary["lakehouse.writer"])
+        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return writers

@@ -18,11 +18,12 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from lakehouse import pipeline, tables
+from lakehouse import operations, pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
 from lakehouse.markdown import Markdown, markdown_table
 from lakehouse.settings import Environment, LakehouseSettings, SettingsError, load_settings
 from lakehouse.spark import get_spark
+from lakehouse.writers import default_liveness, run_writer
 
 GOLD_ENTITY_TABLES = ("posts", "comments")
 GOLD_AGGREGATES = ("subreddit_daily", "post_engagement")
@@ -35,11 +36,21 @@ def _row_count(spark, table: str) -> int:
 
 def run_step(
     spark, settings: LakehouseSettings, step: str, entity: Entity | None = None, table: str | None = None,
-    keys: list[str] | None = None, log=None,
+    keys: list[str] | None = None, log=None, writer: str | None = None, dead_writers: list | None = None,
+    rebuild: bool = False, reprocess: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Run one pipeline step; returns {asset key: metadata} for what it materialised."""
+    """Run one pipeline step; returns {asset key: metadata} for what it materialised.
+
+    `writer` names the Dagster run this job works for; `dead_writers` are the Bronze writers the instance knows to
+    be gone (only those batches are rolled back: a job cannot ask the instance itself)."""
+    dead = set(dead_writers or [])
+
+    def alive(w: str | None) -> bool:
+        return w not in dead and default_liveness(w)
+
     if step == "bronze":
-        r = pipeline.ingest_bronze(spark, _landing(settings), entity, keys=keys or None)
+        r = pipeline.ingest_bronze(spark, _landing(settings), entity, keys=keys or None, writer=writer, alive=alive,
+                                   reprocess=reprocess)
         for outcome in r.rejected:
             message = f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}"
             log.error(message) if log else print(message, file=sys.stderr)
@@ -51,7 +62,8 @@ def run_step(
             "rolled_back_batches": len(r.rolled_back_batches),
             "files": Markdown(markdown_table(files, pipeline.FILE_COLUMNS) if files else "no new files")}}
     if step == "silver":
-        r = pipeline.update_silver(spark, entity)
+        r = (operations.rebuild_silver(spark, entity, alive=alive) if rebuild
+             else pipeline.update_silver(spark, entity, alive=alive))
         return {
             f"silver/{entity.plural}": {
                 "dagster/row_count": _row_count(spark, SILVER[entity].identifier), "bronze_rows_read": r.bronze_rows,
@@ -65,7 +77,7 @@ def run_step(
         }
     if step == "gold":
         update = pipeline.update_gold_entity if table in GOLD_ENTITY_TABLES else pipeline.update_gold_aggregate
-        r = update(spark, table)
+        r = operations.rebuild_gold(spark, table) if rebuild else update(spark, table)
         return {f"gold/{table}": {"dagster/row_count": _row_count(spark, GOLD[table].identifier),
                                   "rows_written": r.rows_written, "rows_deleted": r.rows_deleted,
                                   "full_rebuild": r.full_rebuild}}
@@ -142,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     with _pipes_session(argv) as pipes:
         for step, entity, table in steps:
             started = time.perf_counter()
-            keys = pipes.extras.get("keys") if pipes is not None else None  # a sensor's batch
-            reported = run_step(spark, settings, step, entity, table, keys, pipes.log if pipes is not None else None)
+            extras = pipes.extras if pipes is not None else {}
+            reported = run_step(spark, settings, step, entity, table, extras.get("keys"),  # keys: a sensor's batch
+                                pipes.log if pipes is not None else None,
+                                writer=run_writer(pipes.run_id) if pipes is not None else None,
+                                dead_writers=extras.get("dead_writers"), rebuild=bool(extras.get("rebuild")),
+                                reprocess=bool(extras.get("reprocess")))
             seconds = round(time.perf_counter() - started, 2)
             summary.append({"step": step, "entity": entity.value if entity else None, "table": table,
                             "seconds": seconds, "assets": reported})

@@ -16,6 +16,7 @@ from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
 from lakehouse.contracts import Entity
+from lakehouse.errors import UserError
 
 INPUT_PREFIX = "input"
 
@@ -32,7 +33,7 @@ def entity_for_key(key: str) -> Entity | None:
     return None
 
 
-class InvalidKey(ValueError):
+class InvalidKey(UserError, ValueError):
     """A landing name or key that does not name a file inside the landing zone's entity prefixes."""
 
 

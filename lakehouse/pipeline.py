@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
-from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry
+from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry, current
+from lakehouse.writers import Liveness, default_liveness, process_writer
 from lakehouse.landing import LandedFile, LandingZone, check_key
 from lakehouse.transforms import bronze as bronze_tf
 from lakehouse.transforms import gold as gold_tf
@@ -73,10 +74,15 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
-def log_rows(spark: SparkSession, entity: Entity) -> list[dict]:
-    """The entity's ingestion log, every column (one row per file version: small), oldest first."""
+def log_history(spark: SparkSession, entity: Entity) -> list[dict]:
+    """Every row of the entity's ingestion log, every column (a few rows per file version: small), oldest first."""
     rows = spark.table(INGESTION_LOG.identifier).where(F.col("entity") == entity.value).collect()
     return sorted((r.asDict() for r in rows), key=lambda r: r["ingested_at"])
+
+
+def log_rows(spark: SparkSession, entity: Entity) -> list[dict]:
+    """What holds now for each (batch, file version) of the entity: its latest log row (retractions applied)."""
+    return current(log_history(spark, entity))
 
 
 def log_entries(spark: SparkSession, entity: Entity) -> list[LogEntry]:
@@ -85,7 +91,7 @@ def log_entries(spark: SparkSession, entity: Entity) -> list[LogEntry]:
     return [LogEntry(**{n: r[n] for n in names}) for r in log_rows(spark, entity)]
 
 
-def _write_log(spark: SparkSession, rows: list[dict]) -> None:
+def write_log(spark: SparkSession, rows: list[dict]) -> None:
     """Append rows (dicts keyed by column name; absent columns are null) to the ingestion log."""
     if rows:
         names = INGESTION_LOG.names
@@ -93,19 +99,50 @@ def _write_log(spark: SparkSession, rows: list[dict]) -> None:
         spark.createDataFrame(data, tables.spark_schema(spark, INGESTION_LOG)).writeTo(INGESTION_LOG.identifier).append()
 
 
-def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntry] | None = None) -> list[str]:
-    """Delete Bronze rows of batches that were appended but never recorded in the ingestion log.
+@dataclass(frozen=True)
+class Unsettled:
+    """A Bronze append the ingestion log does not know: in flight (its writer alive) or orphaned (gone)."""
+
+    batch_id: str
+    writer: str | None
+    snapshot_id: int
+    rows: int
+
+
+def unsettled_batches(lineage: list[tables.Snapshot], entries: list) -> list[Unsettled]:
+    """Bronze appends (oldest first) of batches with no row in the ingestion log (snapshot summaries only).
+
+    `entries`: the log's rows (`LogEntry`s or dicts)."""
+    known = {e["batch_id"] if isinstance(e, dict) else e.batch_id for e in entries}
+    return [
+        Unsettled(batch, s.summary.get(tables.WRITER_PROPERTY), s.snapshot_id, int(s.summary.get("added-records", 0)))
+        for s in lineage
+        if s.operation == "append" and (batch := s.summary.get(tables.BATCH_ID_PROPERTY)) and batch not in known
+    ]
+
+
+def _versions_in(spark: SparkSession, table: str, batches: list[str]) -> set[tuple[str, str]]:
+    """The file versions these Bronze batches hold rows of."""
+    if not batches:
+        return set()
+    rows = spark.table(table).where(F.col("_batch_id").isin(batches)).select("_source_uri", "_source_etag").distinct()
+    return {(r._source_uri, r._source_etag) for r in rows.collect()}
+
+
+def roll_back_orphans(
+    spark: SparkSession, entity: Entity, entries: list[LogEntry] | None = None, alive: Liveness = default_liveness,
+    writer: str | None = None,
+) -> list[str]:
+    """Delete Bronze rows of batches that were appended, never recorded in the ingestion log, and whose writer
+    is gone.
 
     A run that dies between the Bronze append and the log write leaves such a batch; its files are still
-    "not ingested" by the log, so they will be ingested again and must not be counted twice.
+    "not ingested" by the log, so they will be ingested again and must not be counted twice. A batch whose
+    writer is still alive is another run's, in flight: it is left alone.
     """
     table = BRONZE[entity].identifier
-    settled = {r.batch_id for r in (log_entries(spark, entity) if entries is None else entries)}
-    orphans = []
-    for snap in tables.snapshots(spark, table):
-        batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
-        if snap.operation == "append" and batch and batch not in settled:
-            orphans.append(batch)
+    entries = log_entries(spark, entity) if entries is None else entries
+    orphans = [u.batch_id for u in unsettled_batches(tables.snapshots(spark, table), entries) if not alive(u.writer)]
     now = utcnow()
     for batch in orphans:
         files = (
@@ -114,12 +151,13 @@ def roll_back_orphans(spark: SparkSession, entity: Entity, entries: list[LogEntr
         )
         spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch}'")
         base = {"entity": entity.value, "source_size": 0, "batch_id": batch, "status": ROLLED_BACK, "rows": 0,
-                "malformed_rows": 0, "ingested_at": now}
-        _write_log(
+                "malformed_rows": 0, "ingested_at": now, "actor": writer}
+        write_log(
             spark,
             [
                 base | {"source_uri": f._source_uri, "source_etag": f._source_etag,
-                        "message": f"{f['count']} rows of an unrecorded batch deleted; the file is ingested again"}
+                        "message": f"{f['count']} rows of an unrecorded batch deleted (its writer is gone); "
+                                   "the file is ingested again"}
                 for f in files
             ]
             # Record the batch even when its rows were already gone, so it is not looked at again.
@@ -135,13 +173,19 @@ def pending_files(
     entity: Entity,
     keys: list[str] | None = None,
     entries: list[LogEntry] | None = None,
+    reprocess: bool = False,
 ) -> tuple[list[LandedFile], int]:
     """Landed file versions the ingestion log has not settled, and how many were skipped as settled.
 
-    With `keys` (a sensor's batch) only those files are looked at; without, the whole entity prefix.
+    With `keys` (a sensor's batch) only those files are looked at; without, the whole entity prefix. With
+    `reprocess`, the named versions are taken again when the log holds them only as rejected or retracted (an
+    operator asks for it); a loaded version must be retracted first.
     """
-    index = IngestionIndex(log_entries(spark, entity) if entries is None else entries)
+    entries = log_entries(spark, entity) if entries is None else entries
+    index = IngestionIndex(entries)
     if keys is None:
+        if reprocess:
+            raise ValueError("reprocess names the files to take again")
         listed = list(landing.list_files(entity))
     else:
         listed = []
@@ -150,7 +194,15 @@ def pending_files(
             try:
                 listed.append(landing.describe(key))
             except (FileNotFoundError, KeyError) as exc:  # deleted since it was requested
+                if reprocess:
+                    raise FileNotFoundError(f"{key} is not in the landing zone: land it again to reprocess it") from exc
                 log.warning("requested file %s is gone: %s", key, exc)
+    if reprocess:
+        loaded = {(e.source_uri, e.source_etag) for e in entries if e.status == LOADED}
+        for f in listed:
+            if (f.uri, f.etag) in loaded:
+                raise ValueError(f"{f.key} (etag {f.etag}) is loaded: retract it before reprocessing it")
+        return listed, 0
     pending = index.pending(landing, listed)
     return pending, len(listed) - len(pending)
 
@@ -184,21 +236,42 @@ def _loaded_note(entity: Entity, rows: int, check: bronze_tf.HeaderCheck, scan: 
     return "; ".join(notes)
 
 
+SKIPPED = "skipped"  # a file version another live run took first (not logged: the other run logs it)
+
+
 def ingest_bronze(
     spark: SparkSession,
     landing: LandingZone,
     entity: Entity,
     keys: list[str] | None = None,
     now: datetime | None = None,
+    writer: str | None = None,
+    alive: Liveness = default_liveness,
+    reprocess: bool = False,
 ) -> BronzeResult:
-    """Append every landed, not yet ingested file version of `entity` to Bronze as one batch."""
+    """Append every landed, not yet ingested file version of `entity` to Bronze as one batch.
+
+    Exactly once does not rest on one run at a time: batches of writers that are gone are rolled back, batches
+    of live writers are left alone, and when two overlapping runs take the same file version, the one whose
+    append comes first in Bronze's history keeps it (`writer`, `alive`: lakehouse/writers.py).
+    """
     tables.ensure_tables(spark)
+    writer = writer or process_writer()
     result = BronzeResult(entity=entity, batch_id=uuid.uuid4().hex)
+    table = BRONZE[entity].identifier
+    log_snapshot = getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None)
     entries = log_entries(spark, entity)
-    result.rolled_back_batches = roll_back_orphans(spark, entity, entries)
+    result.rolled_back_batches = roll_back_orphans(spark, entity, entries, alive, writer)
     if result.rolled_back_batches:
         entries = log_entries(spark, entity)
-    pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries)
+        log_snapshot = getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None)
+    pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries, reprocess)
+    # Versions another live run has appended and not logged yet are that run's.
+    in_flight = [u.batch_id for u in unsettled_batches(tables.snapshots(spark, table), entries) if alive(u.writer)]
+    theirs = _versions_in(spark, table, in_flight)
+    for f in [f for f in pending if (f.uri, f.etag) in theirs]:
+        result.files.append(FileOutcome(f.key, SKIPPED, message="another run is ingesting this file version"))
+    pending = [f for f in pending if (f.uri, f.etag) not in theirs]
     now = now or utcnow()
     accepted: list[tuple[LandedFile, bronze_tf.HeaderCheck, bronze_tf.FileScan]] = []
     for f in pending:
@@ -213,7 +286,6 @@ def ingest_bronze(
                                             source_records=scan.records))
         else:
             accepted.append((f, check, scan))
-    table = BRONZE[entity].identifier
     if accepted:
         # One read per distinct header: columns are matched by name, unknown ones kept as schema drift.
         by_header: dict[tuple[str, ...], list[LandedFile]] = {}
@@ -225,7 +297,10 @@ def ingest_bronze(
             raw = part if raw is None else raw.unionByName(part)
         files = _spark_file_paths(spark, [f for f, _, _ in accepted])
         batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity)
-        batch.writeTo(table).option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id).append()
+        (batch.writeTo(table)
+         .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
+         .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
+         .append())
         # Count what was committed, not what was meant to be: the batch's files are pruned by their stats.
         written = (
             spark.table(table).where(F.col("_batch_id") == result.batch_id)
@@ -233,12 +308,15 @@ def ingest_bronze(
             .collect()
         )
         counts = {r._source_uri: (r.n, r.bad) for r in written}
+        taken = _taken_meanwhile(spark, entity, result.batch_id, alive, log_snapshot, entries)
         # A problem of one file stays with that file: its rows are taken out of the batch again, and it is logged
         # as rejected with what differed, so the other files go on and Bronze's gates never fail for it.
         taken_out = {}
         for f, _, scan in accepted:
             n = counts.get(f.uri, (0, 0))[0]
-            if not landing.unchanged(f):
+            if (f.uri, f.etag) in taken:
+                taken_out[f] = (scan, SKIPPED, "another run took this file version first")
+            elif not landing.unchanged(f):
                 # Spark read the file after it was checked and counted: another version's rows would sit under
                 # this version's etag. The new version comes next time.
                 taken_out[f] = (scan, "changed_during_ingestion", (
@@ -252,7 +330,8 @@ def ingest_bronze(
             uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in taken_out)
             spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
             for f, (scan, reason, message) in taken_out.items():
-                result.files.append(FileOutcome(f.key, REJECTED, reason=reason, message=message,
+                status, reason = (SKIPPED, None) if reason == SKIPPED else (REJECTED, reason)
+                result.files.append(FileOutcome(f.key, status, reason=reason, message=message,
                                                 source_records=scan.records))
             accepted = [a for a in accepted if a[0] not in taken_out]
         for f, check, scan in accepted:
@@ -263,7 +342,7 @@ def ingest_bronze(
                 extra_columns=list(check.extra),
             ))
     by_key = {f.key: f for f in pending}
-    _write_log(
+    write_log(
         spark,
         [
             {
@@ -272,14 +351,34 @@ def ingest_bronze(
                 "batch_id": result.batch_id, "status": o.status, "rows": o.rows,
                 "malformed_rows": o.malformed_rows, "message": o.message, "ingested_at": now, "reason": o.reason,
                 "source_records": o.source_records, "invalid_utf8_records": o.invalid_utf8_records,
-                "extra_columns": o.extra_columns or None,
+                "extra_columns": o.extra_columns or None, "actor": writer,
             }
-            for o in result.files
+            for o in result.files if o.status != SKIPPED
         ],
     )
     snap = tables.current_snapshot(spark, table)
     result.snapshot_id = snap.snapshot_id if snap else None
     return result
+
+
+def _taken_meanwhile(
+    spark: SparkSession, entity: Entity, batch_id: str, alive: Liveness, log_snapshot: int | None,
+    entries: list[LogEntry],
+) -> set[tuple[str, str]]:
+    """File versions another run took while this batch was being appended: loaded since the log was read, or
+    held by a live batch appended before this one. Bronze's history orders the appends, so of two overlapping
+    runs exactly one keeps a version."""
+    table = BRONZE[entity].identifier
+    if getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None) != log_snapshot:
+        entries = log_entries(spark, entity)  # someone logged meanwhile
+    lineage = tables.snapshots(spark, table)
+    earlier = []
+    for u in unsettled_batches(lineage, entries):
+        if u.batch_id == batch_id:
+            break
+        if alive(u.writer):
+            earlier.append(u.batch_id)
+    return {(e.source_uri, e.source_etag) for e in entries if e.status == LOADED} | _versions_in(spark, table, earlier)
 
 
 # --- Silver ---------------------------------------------------------------------------------------------------
@@ -335,37 +434,46 @@ def utf8_suspects(entries: list[LogEntry]) -> list[str]:
 
 
 def _bronze_range(
-    spark: SparkSession, entity: Entity, silver_table: str
+    spark: SparkSession, entity: Entity, silver_table: str | None, alive: Liveness = default_liveness
 ) -> tuple[int | None, int | None, list[LogEntry]]:
     """The Bronze snapshots Silver has not processed: (exclusive start, inclusive end, the log's entries).
+    With no `silver_table`: every Bronze snapshot (start None), for a rebuild.
 
-    The range stops before the first batch the ingestion log has not settled yet, so a batch that is still
-    being written (or died half-way) is never skipped past.
+    The range stops before the first batch the ingestion log has not settled whose writer is still alive, so a
+    batch that is still being written is never skipped past. A dead writer's batch will never be logged (it is
+    rolled back), and its rows are never read (only files the log loaded are): the range goes past it.
     """
     bronze_table = BRONZE[entity].identifier
     entries = log_entries(spark, entity)
-    statuses = {r.batch_id for r in entries}
     lineage = tables.snapshots(spark, bronze_table)
-    mark = tables.watermark(spark, silver_table, bronze_table)
+    in_flight = {u.snapshot_id for u in unsettled_batches(lineage, entries) if alive(u.writer)}
+    mark = tables.watermark(spark, silver_table, bronze_table) if silver_table else None
     ids = [s.snapshot_id for s in lineage]
     start = int(mark) if mark is not None and int(mark) in ids else None
     if mark is not None and start is None:
         log.warning("watermark %s of %s is not in %s's lineage; re-reading all of it", mark, silver_table, bronze_table)
     end = start
     for snap in lineage[ids.index(start) + 1 if start is not None else 0 :]:
-        batch = snap.summary.get(tables.BATCH_ID_PROPERTY)
-        if batch is not None and batch not in statuses:
+        if snap.snapshot_id in in_flight:
             break
         end = snap.snapshot_id
     return start, end, entries
 
 
-def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = None) -> SilverResult:
+# Silver's version order (silver_tf.latest_per_id) as a MERGE condition: a row is replaced only by a newer version
+# with other values, so overlapping runs can commit in any order and Silver still ends at each id's latest version.
+NEWER_VERSION = ("s._row_hash <> t._row_hash AND struct(s._ingested_at, s._source_uri, s._source_row) "
+                 "> struct(t._ingested_at, t._source_uri, t._source_row)")
+
+
+def update_silver(
+    spark: SparkSession, entity: Entity, now: datetime | None = None, alive: Liveness = default_liveness
+) -> SilverResult:
     """Type, clean and MERGE the Bronze rows Silver has not seen; quarantine the rows that break the contract."""
     tables.ensure_tables(spark)
     silver_table, quarantine_table = SILVER[entity].identifier, QUARANTINE[entity].identifier
     bronze_table = BRONZE[entity].identifier
-    start, end, entries = _bronze_range(spark, entity, silver_table)
+    start, end, entries = _bronze_range(spark, entity, silver_table, alive)
     result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
     if end is None or end == start:
         return result
@@ -379,10 +487,9 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
         result.reasons = {r.r: r["count"] for r in stats if r.r is not None}
         result.quarantined = sum(result.reasons.values())
         if result.quarantined:
-            tables.insert_new(
-                spark, quarantine_table, silver_tf.quarantine_rows(typed, entity, now),
-                ["_source_uri", "_source_etag", "_source_row"],
-            )
+            quarantined = silver_tf.quarantine_rows(typed, entity, now)
+            tables.retrying(quarantine_table, lambda: tables.insert_new(
+                spark, quarantine_table, quarantined, ["_source_uri", "_source_etag", "_source_row"]))
         latest = silver_tf.to_silver(typed, entity, utcnow())
         current = tables.keys_present(
             spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
@@ -399,15 +506,14 @@ def update_silver(spark: SparkSession, entity: Entity, now: datetime | None = No
             result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
             result.unchanged = ops.get("unchanged", 0)
             result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
-            # New ids are a plain append (no join against Silver); only changed ids need a MERGE. A crash
-            # between the two commits is safe: re-run, the appended rows compare unchanged.
-            if result.inserted:
-                inserts = compared.where(F.col("_state") == "inserted").drop("_current_hash", "_state")
-                inserts.writeTo(silver_table).append()
-            if result.updated:
-                updates = compared.where(F.col("_state") == "updated").drop("_current_hash", "_state")
-                tables.upsert(spark, silver_table, updates, ["id"],
-                              small_source=result.updated <= tables.BROADCAST_KEYS_MAX)
+            # New and changed ids in one validated MERGE: an overlapping run that committed first makes it fail
+            # and try again (it never appends an id twice), and NEWER_VERSION never lets an older version win.
+            if result.inserted or result.updated:
+                changed = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
+                small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
+                tables.retrying(silver_table, lambda: tables.upsert(
+                    spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
+                    stamp="_updated_at"))
         finally:
             compared.unpersist()
     finally:
@@ -475,24 +581,70 @@ def _entity_gold(table_key: str) -> tuple[Entity, str]:
 
 
 def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
-    """Upsert changed Silver posts or comments into `gold.posts` / `gold.comments`."""
+    """Upsert changed Silver posts or comments into `gold.posts` / `gold.comments`; drop the ones Silver lost."""
     tables.ensure_tables(spark)
+    # Another run writing the same table first: read again and recompute (Gold is derived, each attempt is whole).
+    return tables.retrying(GOLD[table_key].identifier, lambda: _update_gold_entity(spark, table_key, now))
+
+
+def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None) -> GoldResult:
     entity, key = _entity_gold(table_key)
-    gold_table = GOLD[table_key].identifier
-    changes = silver_changes(spark, gold_table, SILVER[entity].identifier)
+    gold_table, silver_table = GOLD[table_key].identifier, SILVER[entity].identifier
+    base = tables.snapshot_id(spark, gold_table)
+    marks = tables.table_properties(spark, gold_table)
+    read_mark = marks.get(tables.READ_SNAPSHOT_PREFIX + silver_table)
+    # Without the Silver snapshot it last read (a table Gold wrote before it kept one), Gold cannot tell what Silver
+    # lost since: one full pass.
+    since = marks.get(tables.WATERMARK_PREFIX + silver_table) if read_mark else None
+    changes = changes_since(spark, silver_table, since)
+    removed = _removed_rows(spark, changes, read_mark)
     result = GoldResult(gold_table, full_rebuild=changes.since is None)
-    if not changes.pending:
+    if not changes.pending and removed is None:
         return result
     build = gold_tf.posts if entity is Entity.POST else gold_tf.comments
     out = build(changes.rows(spark), now or utcnow()).persist()
+    # Ids Gold holds that Silver no longer does: taken out since Gold last read Silver, or, on a full pass,
+    # every Gold id Silver lacks.
+    if changes.since is None:
+        gone = _held_but_absent(spark, gold_table, [key], changes.table_rows(spark).select(F.col("id").alias(key)))
+    else:
+        gone = removed.select(F.col("id").alias(key)).persist() if removed is not None else None
     try:
         result.rows_written = out.count()
-        tables.upsert(spark, gold_table, out, [key], small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
+        result.rows_deleted = gone.count() if gone is not None else 0
+        tables.expect_unchanged(spark, gold_table, base)
+        if result.rows_written:
+            tables.upsert(spark, gold_table, out, [key], small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
+        if result.rows_deleted:
+            tables.merge(spark, gold_table, gone, [key], "WHEN MATCHED THEN DELETE")
     finally:
-        out.unpersist()
-    result.watermarks = {changes.table: str(changes.until)}
-    tables.set_watermarks(spark, gold_table, result.watermarks)
+        for df in (out, gone):
+            if df is not None:
+                df.unpersist()
+    result.watermarks = {changes.table: str(changes.until)} if changes.until is not None else {}
+    tables.set_watermarks(spark, gold_table, result.watermarks,
+                          read_snapshots={changes.table: changes.snapshot_id} if changes.snapshot_id else None)
     return result
+
+
+def _lineage_after(spark: SparkSession, table: str, mark: str | None) -> list[tables.Snapshot] | None:
+    """The table's snapshots after `mark`, oldest first (None: no mark, or it left the table's history)."""
+    lineage = tables.snapshots(spark, table)
+    ids = [s.snapshot_id for s in lineage]
+    if mark is None or int(mark) not in ids:
+        return None
+    return lineage[ids.index(int(mark)) + 1:]
+
+
+def _removed_rows(spark: SparkSession, changes: Changes, mark: str | None) -> DataFrame | None:
+    """Rows Silver held at `mark` (the snapshot Gold last read) and holds no more: an operator's retraction took
+    them out. None when no snapshot since removed rows (snapshot summaries say so: no scan)."""
+    later = _lineage_after(spark, changes.table, mark)
+    if not later or not any(int(s.summary.get("deleted-records", 0)) > int(s.summary.get("added-records", 0))
+                            for s in later):
+        return None
+    now = changes.table_rows(spark).select("id")
+    return tables.at_snapshot(spark, changes.table, int(mark)).join(now, "id", "left_anti")
 
 
 def _as_last_read(spark: SparkSession, changes: Changes, mark: str | None) -> DataFrame | None:
@@ -501,19 +653,16 @@ def _as_last_read(spark: SparkSession, changes: Changes, mark: str | None) -> Da
     A changed row can move an aggregate key (a comment re-dated or re-parented): its old key must be recomputed
     too, or the old group keeps counting it.
     """
-    lineage = tables.snapshots(spark, changes.table)
-    ids_in_lineage = [s.snapshot_id for s in lineage]
-    if mark is None or int(mark) not in ids_in_lineage:
+    later = _lineage_after(spark, changes.table, mark)
+    if later is None:
         return None
-    mark = int(mark)
-    later = lineage[ids_in_lineage.index(mark) + 1:]
     if all(s.operation == "append" for s in later):
         # Only new rows since (no MERGE, no delete): nothing had a key before. Spark answers this without a scan.
         return changes.rows(spark).where(F.lit(False))
     ids = changes.rows(spark).select("id")
     # The snapshot summaries bound how many rows changed since: a small batch filters by broadcast.
     added = sum(int(s.summary.get("added-records", 0)) for s in later)
-    return tables.at_snapshot(spark, changes.table, mark).join(
+    return tables.at_snapshot(spark, changes.table, int(mark)).join(
         F.broadcast(ids) if added <= tables.BROADCAST_KEYS_MAX else ids, "id", "left_semi")
 
 
@@ -526,33 +675,41 @@ def _aggregate_keys(table_key: str, posts: list[DataFrame], comments: list[DataF
     return reduce(DataFrame.unionByName, frames).distinct()
 
 
-def _emptied_keys(spark: SparkSession, gold_table: str, keys: DataFrame | None, out: DataFrame) -> DataFrame | None:
-    """subreddit_daily keys Gold may hold that no Silver row falls under any more (everything in them moved).
+AGGREGATE_KEYS = {"subreddit_daily": ["subreddit_id", "activity_date"], "post_engagement": ["post_id"]}
 
-    The recomputed keys, or on a full pass every key Gold holds (none on a first build). post_engagement has no
-    such keys: a post is never taken out of Silver. Counted before the upsert: it may read Gold itself.
-    """
-    merge_keys = ["subreddit_id", "activity_date"]
-    if keys is not None:
-        held = keys.withColumnRenamed("created_date", "activity_date")
+
+def _held_but_absent(spark: SparkSession, gold_table: str, merge_keys: list[str], present: DataFrame,
+                     recomputed: DataFrame | None = None) -> DataFrame | None:
+    """Keys Gold holds (among `recomputed`; on a full pass, all of them) that `present` (what Silver gives now)
+    lacks: a subreddit-day everything moved out of, a post or comment an operator retracted. Persisted and
+    counted before the upsert, because it may read Gold itself."""
+    if recomputed is not None:
+        held = recomputed
     else:
         snap = tables.current_snapshot(spark, gold_table)
         if not snap or not int(snap.summary.get("total-records", 0)):
             return None
         held = spark.table(gold_table).select(*merge_keys)
-    return held.join(out.select(*merge_keys), merge_keys, "left_anti").persist()
+    return held.join(present.select(*merge_keys), merge_keys, "left_anti").persist()
 
 
 def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
     """Recompute `subreddit_daily` or `post_engagement` for the keys changed Silver rows touch, before and after."""
     tables.ensure_tables(spark)
+    return tables.retrying(GOLD[table_key].identifier, lambda: _update_gold_aggregate(spark, table_key, now))
+
+
+def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None) -> GoldResult:
     gold_table = GOLD[table_key].identifier
+    base = tables.snapshot_id(spark, gold_table)
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
     marks = tables.table_properties(spark, gold_table)  # watermarks and read snapshots: one metadata load
     post_changes = changes_since(spark, posts_t, marks.get(tables.WATERMARK_PREFIX + posts_t))
     comment_changes = changes_since(spark, comments_t, marks.get(tables.WATERMARK_PREFIX + comments_t))
     changes = (post_changes, comment_changes)
-    if not any(c.pending for c in changes):
+    removed = {c.table: r for c in changes
+               if (r := _removed_rows(spark, c, marks.get(tables.READ_SNAPSHOT_PREFIX + c.table))) is not None}
+    if not any(c.pending for c in changes) and not removed:
         return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
     # Posts keep their post_engagement key (their id); everything else can move.
     movable = changes if table_key == "subreddit_daily" else (comment_changes,)
@@ -566,8 +723,8 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
     if not full:
         keys = _aggregate_keys(
             table_key,
-            [post_changes.rows(spark)] + ([before[posts_t]] if posts_t in before else []),
-            [comment_changes.rows(spark)] + ([before[comments_t]] if comments_t in before else []),
+            [post_changes.rows(spark)] + [f[posts_t] for f in (before, removed) if posts_t in f],
+            [comment_changes.rows(spark)] + [f[comments_t] for f in (before, removed) if comments_t in f],
         ).persist()
         if table_key == "subreddit_daily":
             # The date list lets Iceberg prune Silver's partitions before the key join.
@@ -579,12 +736,14 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
             posts = posts.join(keys.withColumnRenamed("post_id", "id"), "id", "left_semi")
             comments = comments.join(keys, "post_id", "left_semi")
     build = gold_tf.subreddit_daily if table_key == "subreddit_daily" else gold_tf.post_engagement
-    merge_keys = ["subreddit_id", "activity_date"] if table_key == "subreddit_daily" else ["post_id"]
+    merge_keys = AGGREGATE_KEYS[table_key]
     out = build(posts, comments, now or utcnow()).persist()
-    gone = _emptied_keys(spark, gold_table, keys, out) if table_key == "subreddit_daily" else None
+    recomputed = None if keys is None else keys.withColumnRenamed("created_date", "activity_date")
+    gone = _held_but_absent(spark, gold_table, merge_keys, out, recomputed)
     try:
         result.rows_written = out.count()
         result.rows_deleted = gone.count() if gone is not None else 0
+        tables.expect_unchanged(spark, gold_table, base)
         if result.rows_written:
             tables.upsert(spark, gold_table, out, merge_keys,
                           small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)

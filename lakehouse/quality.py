@@ -7,6 +7,7 @@ only the columns they need otherwise; their cost is reported in the benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from lakehouse import pipeline, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity, TableContract
 from lakehouse.ingestion import LOADED, REJECTED
 from lakehouse.transforms import silver as silver_tf
+from lakehouse.writers import Liveness, default_liveness
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
@@ -37,12 +39,20 @@ class CheckOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     sample: list[dict] = field(default_factory=list)  # offending rows, at most SAMPLE_ROWS
     sample_columns: list[str] = field(default_factory=list)
+    # Incremental checks: the (table, position name) they keep and the position this evaluation reached; moved
+    # on a pass, or when an operator accepts the failure (the accepted range leaves the scope).
+    mark: tuple[str, str] | None = None
+    through: str | None = None
+    # Checks that look at a fixed scope (the latest batch, a schema): what the failure is, to tell an accepted
+    # failure from a new one. None: the summary and the sample say it.
+    fingerprint: str | None = None
+
+    def failure_id(self) -> str:
+        """A stable identity of this failure (accepted failures are matched by it)."""
+        basis = self.fingerprint or json.dumps([self.summary, self.sample], default=str, sort_keys=True)
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
-def _total_records(spark: SparkSession, table: str) -> int:
-    """Row count from the snapshot summary: no data read."""
-    snap = tables.current_snapshot(spark, table)
-    return int(snap.summary.get("total-records", 0)) if snap else 0
 
 
 def _verified(spark: SparkSession, table: str, check: str, full: bool) -> str | None:
@@ -50,10 +60,28 @@ def _verified(spark: SparkSession, table: str, check: str, full: bool) -> str | 
     return None if full else tables.table_properties(spark, table).get(VERIFIED_PREFIX + check)
 
 
-def _record_verified(spark: SparkSession, table: str, check: str, passed: bool, through: Any) -> None:
-    """Move the check's mark forward when it passed; a failed range stays in scope until it is fixed."""
-    if passed and through is not None:
+def _record_verified(spark: SparkSession, table: str, check: str, outcomes: list[CheckOutcome], through: Any) -> None:
+    """Move the check's mark forward when every outcome passed; a failed range stays in scope until it is fixed
+    (or an operator accepts it: `lakehouse accept`)."""
+    for outcome in outcomes:
+        outcome.mark, outcome.through = (table, check), (None if through is None else str(through))
+    if all(o.passed for o in outcomes) and through is not None:
         tables.set_properties(spark, table, {VERIFIED_PREFIX + check: str(through)})
+
+
+# An operator's acceptance of a failing check, kept on the table the check looks at.
+ACCEPTED_PREFIX = "lakehouse.accepted."
+
+
+def acceptance(spark: SparkSession, table: str, check: str, outcome: CheckOutcome) -> dict | None:
+    """The operator's acceptance of exactly this failure (who, when, why), if one is recorded; None otherwise.
+
+    A failure other than the accepted one is not covered: it fails as it would have."""
+    if outcome.passed:
+        return None
+    raw = tables.table_properties(spark, table).get(ACCEPTED_PREFIX + check)
+    accepted = json.loads(raw) if raw else None
+    return accepted if accepted and accepted.get("failure") == outcome.failure_id() else None
 
 
 def _scope(changes: "pipeline.Changes") -> str:
@@ -103,17 +131,25 @@ def bronze_header(spark: SparkSession, entity: Entity) -> CheckOutcome:
             for f in (rejected + drift)[:SAMPLE_ROWS]
         ],
         sample_columns=["file", "status", "reason", "detail"],
+        fingerprint=json.dumps([batch, sorted(f["source_uri"] for f in rejected + drift)]),
     )
 
 
-def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
+def _in_flight(spark: SparkSession, table: str, entries: list[dict], alive: Liveness) -> list["pipeline.Unsettled"]:
+    """Batches another live run has appended to Bronze and not logged yet: theirs to settle, not a fault."""
+    return [u for u in pipeline.unsettled_batches(tables.snapshots(spark, table), entries) if alive(u.writer)]
+
+
+def bronze_row_counts(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> CheckOutcome:
     """Bronze holds the records an independent parser counted in each loaded file; parse errors counted.
 
     The latest batch is recounted from the table per file; earlier batches by what the log recorded when they
-    were committed, and the whole table by its total against the log's.
+    were committed, and the whole table by its total against the log's (rows of batches another live run has
+    not logged yet aside).
     """
     table = BRONZE[entity].identifier
     entries = pipeline.log_rows(spark, entity)
+    in_flight = _in_flight(spark, table, entries, alive)
     loaded = [e for e in entries if e["status"] == LOADED]
     batch, batch_files = _latest_batch(entries, (LOADED,))
     # The latest batch is re-counted from the table itself; earlier ones by what was committed at the time.
@@ -130,7 +166,7 @@ def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
         if e["source_records"] is not None and rows != e["source_records"]:
             mismatched.append({"file": e["source_uri"], "batch_id": e["batch_id"], "bronze_rows": rows,
                                "records_in_file": e["source_records"]})
-    bronze_rows = _total_records(spark, table)
+    bronze_rows = tables.total_records(spark, table) - sum(u.rows for u in in_flight)
     logged_rows = sum(e["rows"] for e in loaded)
     passed = not mismatched and bronze_rows == logged_rows
     summary = (
@@ -150,21 +186,29 @@ def bronze_row_counts(spark: SparkSession, entity: Entity) -> CheckOutcome:
             "malformed_rows_in_batch": sum(e["malformed_rows"] for e in batch_files),
             "invalid_utf8_records": sum(e["invalid_utf8_records"] or 0 for e in loaded),
             "mismatched_files": len(mismatched),
+            "in_flight_batches": len(in_flight),
         },
         sample=mismatched[:SAMPLE_ROWS],
         sample_columns=["file", "batch_id", "bronze_rows", "records_in_file"],
+        # The same files off by the same counts, and the table off the log by the same number: the same failure.
+        fingerprint=json.dumps([sorted(json.dumps(m, sort_keys=True, default=str) for m in mismatched),
+                                bronze_rows - logged_rows]),
     )
 
 
-def bronze_metadata(spark: SparkSession, entity: Entity) -> CheckOutcome:
-    """Every Bronze row names its file, version, row and batch: rows numbered 1..n per file, batches all logged."""
+def bronze_metadata(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> CheckOutcome:
+    """Every Bronze row names its file, version, row and batch: rows numbered 1..n per file, batches all logged
+    (or still being written by a live run)."""
     table = BRONZE[entity].identifier
     entries = pipeline.log_rows(spark, entity)
     statuses = {e["batch_id"]: e["status"] for e in entries}
-    # Every append to Bronze carries its batch id; each must be settled in the log (or rolled back).
+    in_flight = {u.batch_id for u in _in_flight(spark, table, entries, alive)}
+    # Every append to Bronze carries its batch id; each must be settled in the log (or rolled back), unless a
+    # live run is still writing it.
     unlogged = [
         s.summary.get(tables.BATCH_ID_PROPERTY, "(none)") for s in tables.snapshots(spark, table)
         if s.operation == "append" and s.summary.get(tables.BATCH_ID_PROPERTY) not in statuses
+        and s.summary.get(tables.BATCH_ID_PROPERTY) not in in_flight
     ]
     batch, files = _latest_batch(entries, (LOADED,))
     expected = {(f["source_uri"], f["source_etag"]) for f in files}
@@ -198,9 +242,10 @@ def bronze_metadata(spark: SparkSession, entity: Entity) -> CheckOutcome:
             else f"{rows:,} rows of the latest batch numbered 1..n in {len(files)} logged files"
         ),
         metrics={"batch_id": batch or "none", "rows_in_batch": rows, "files_in_batch": len(files),
-                 "bad_files": len(bad), "unlogged_appends": len(unlogged)},
+                 "bad_files": len(bad), "unlogged_appends": len(unlogged), "in_flight_batches": len(in_flight)},
         sample=bad[:SAMPLE_ROWS],
         sample_columns=["file", "rows", "first_row", "last_row", "distinct_rows", "in_log"],
+        fingerprint=json.dumps([sorted(json.dumps(b, sort_keys=True, default=str) for b in bad), sorted(unlogged)]),
     )
 
 
@@ -228,6 +273,7 @@ def schema_matches(spark: SparkSession, contract: TableContract) -> CheckOutcome
         metrics={"columns": len(actual.fields), "differences": len(diffs)},
         sample=diffs[:SAMPLE_ROWS],
         sample_columns=["position", "expected", "found"],
+        fingerprint=json.dumps(diffs, sort_keys=True),
     )
 
 
@@ -238,7 +284,7 @@ def silver_primary_key(spark: SparkSession, entity: Entity, full: bool = False) 
     df = spark.table(table)
     if changes.since is not None and not changes.pending:
         return CheckOutcome(True, "no Silver rows changed since the ids were last verified unique",
-                            {"rows": _total_records(spark, table), "rows_checked": 0, "scope": _scope(changes)})
+                            {"rows": tables.total_records(spark, table), "rows_checked": 0, "scope": _scope(changes)})
     changed = df if changes.since is None else changes.rows(spark)
     # A changed id is unique when the whole table holds it once: the same id-column scan a MERGE makes.
     scope = df if changes.since is None else df.join(changed.select("id").distinct(), "id", "left_semi")
@@ -249,7 +295,7 @@ def silver_primary_key(spark: SparkSession, entity: Entity, full: bool = False) 
     sample = [] if not n_dupes else [
         r.asDict() for r in duplicated.orderBy(F.desc("count")).limit(SAMPLE_ROWS).collect()
     ]
-    total = _total_records(spark, table)
+    total = tables.total_records(spark, table)
     outcome = CheckOutcome(
         passed=n_dupes == 0 and null_ids == 0,
         summary=f"{row.rows:,} rows checked: {n_dupes:,} ids appear more than once, {null_ids:,} null ids"
@@ -259,7 +305,7 @@ def silver_primary_key(spark: SparkSession, entity: Entity, full: bool = False) 
         sample=sample,
         sample_columns=["id", "count"],
     )
-    _record_verified(spark, table, "primary_key_unique", outcome.passed, changes.until)
+    _record_verified(spark, table, "primary_key_unique", [outcome], changes.until)
     return outcome
 
 
@@ -329,7 +375,7 @@ def silver_values(
         sample_columns=shown if broken else schema.sample_columns,
     )
     if entity is Entity.POST:
-        _record_verified(spark, contract.identifier, "values", types.passed, changes.until)
+        _record_verified(spark, contract.identifier, "values", [types], changes.until)
         return types, None
     post_sample = _sample(df.where(post_rule), ["id", "post_id", "permalink"]) if post_bad else []
     post_id = CheckOutcome(
@@ -340,7 +386,7 @@ def silver_values(
         sample=post_sample,
         sample_columns=["id", "post_id", "permalink"],
     )
-    _record_verified(spark, contract.identifier, "values", types.passed and post_id.passed, changes.until)
+    _record_verified(spark, contract.identifier, "values", [types, post_id], changes.until)
     return types, post_id
 
 
@@ -357,8 +403,8 @@ def quarantine_rate(spark: SparkSession, entity: Entity, max_rate: float) -> Che
         ]
     quarantined = sum(r["rows"] for r in reasons)
     rate = quarantined / batch_rows if batch_rows else 0.0
-    total = _total_records(spark, BRONZE[entity].identifier)
-    overall = _total_records(spark, QUARANTINE[entity].identifier) / total if total else 0.0
+    total = tables.total_records(spark, BRONZE[entity].identifier)
+    overall = tables.total_records(spark, QUARANTINE[entity].identifier) / total if total else 0.0
     return CheckOutcome(
         passed=rate <= max_rate,
         summary=f"{rate:.2%} of the latest batch quarantined ({quarantined:,} of {batch_rows:,} rows; "
@@ -367,6 +413,7 @@ def quarantine_rate(spark: SparkSession, entity: Entity, max_rate: float) -> Che
                  "rate": round(rate, 6), "threshold": max_rate, "overall_rate": round(overall, 6)},
         sample=reasons[:SAMPLE_ROWS],
         sample_columns=["reason", "rows"],
+        fingerprint=json.dumps(batch),
     )
 
 
@@ -446,7 +493,7 @@ def bronze_reconciled(spark: SparkSession, entity: Entity, full: bool = False) -
         counts["newer_than_silver"] -= same
         counts["redelivered_unchanged"] = same
     silver_rows = (
-        _total_records(spark, silver_table) if batches is None
+        tables.total_records(spark, silver_table) if batches is None
         else silver.where(F.col("_batch_id").isin(batches)).count()
     )
     unaccounted = counts.get("unaccounted", 0)
@@ -476,7 +523,7 @@ def bronze_reconciled(spark: SparkSession, entity: Entity, full: bool = False) -
         sample=sample,
         sample_columns=["id", "_state", *keys],
     )
-    _record_verified(spark, silver_table, "bronze_reconciled", outcome.passed, mark)
+    _record_verified(spark, silver_table, "bronze_reconciled", [outcome], mark)
     return outcome
 
 
@@ -523,7 +570,7 @@ def gold_reconciled(spark: SparkSession, table_key: str, full: bool = False) -> 
     gold_since = gold.where(F.col("loaded_at") > F.timestamp_micros(F.lit(int(marks.get("gold", 0)))))
     if incremental and not (post_changes.pending or comment_changes.pending or gold_high != marks["gold"]):
         return CheckOutcome(True, "nothing changed in Silver or Gold since they last added up",
-                            {"gold_rows": _total_records(spark, gold_table), "mismatched_keys": 0, "scope": scope})
+                            {"gold_rows": tables.total_records(spark, gold_table), "mismatched_keys": 0, "scope": scope})
 
     def restrict(frames: list[DataFrame], keys: list[str], changed: DataFrame) -> list[DataFrame]:
         key_set = F.broadcast(changed.distinct())
@@ -579,17 +626,17 @@ def gold_reconciled(spark: SparkSession, table_key: str, full: bool = False) -> 
         ).fillna(0, ["comments"])
         n, sample = _compare(per_post, gold, ["post_id"], ["post_score", "comments"])
         what = "posts whose score or comment count differs from Silver"
-    totals = _total_records(spark, gold_table)
+    totals = tables.total_records(spark, gold_table)
     outcome = CheckOutcome(
         passed=n == 0,
         summary=f"{n:,} {what} ({scope})" if n else f"{totals:,} rows add up to Silver ({scope})",
-        metrics={"gold_rows": totals, "silver_posts": _total_records(spark, posts_t),
-                 "silver_comments": _total_records(spark, comments_t), "mismatched_keys": n, "scope": scope},
+        metrics={"gold_rows": totals, "silver_posts": tables.total_records(spark, posts_t),
+                 "silver_comments": tables.total_records(spark, comments_t), "mismatched_keys": n, "scope": scope},
         sample=sample,
         sample_columns=list(sample[0]) if sample else [],
     )
     if None not in through.values():
-        _record_verified(spark, gold_table, "reconciles_with_silver", outcome.passed,
+        _record_verified(spark, gold_table, "reconciles_with_silver", [outcome],
                          json.dumps({posts_t: through[posts_t], comments_t: through[comments_t], "gold": gold_high}))
     return outcome
 
@@ -610,4 +657,5 @@ def gold_freshness(spark: SparkSession, table_key: str, sources: list[str]) -> C
         summary=", ".join(f"{s} changed {v:,.0f} s after Gold last read it" for s, v in behind.items())
         or "Gold has read every Silver change",
         metrics={"last_loaded_at": str(last), **{f"lag_seconds {s}": round(v, 3) for s, v in lag.items()}},
+        fingerprint=json.dumps(sorted(behind)),
     )

@@ -27,7 +27,8 @@ class Environment(str, Enum):
 
 # Iceberg catalog name inside Spark and pyiceberg; tables are addressed as `<namespace>.<table>`.
 CATALOG_NAME = "lakehouse"
-NAMESPACES = ("bronze", "silver", "gold")
+# `ops` holds the operator log (who retracted, reprocessed, accepted or rebuilt what, when and why).
+NAMESPACES = ("bronze", "silver", "gold", "ops")
 ENTITIES = ("post", "comment")  # contracts.Entity's values (settings import nothing of the project)
 # Silver's quarantine_rate checks warn above this share of a batch's rows.
 DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.05}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -11,7 +13,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.contracts import ALL_TABLES, TableContract
-from lakehouse.settings import NAMESPACES
+from lakehouse.settings import CATALOG_NAME, NAMESPACES
+
+log = logging.getLogger(__name__)
 
 TABLE_PROPERTIES = {
     "format-version": "2",
@@ -29,6 +33,20 @@ WATERMARK_PREFIX = "lakehouse.watermark."
 # ... and the snapshot of that upstream it read: the aggregates look up what changed rows were before.
 READ_SNAPSHOT_PREFIX = "lakehouse.read-snapshot."
 BATCH_ID_PROPERTY = "lakehouse.batch-id"
+# Who appended a Bronze batch (lakehouse/writers.py): a batch is rolled back only when its writer is gone.
+WRITER_PROPERTY = "lakehouse.writer"
+# How often a commit that lost a race with another writer (Iceberg's optimistic concurrency) is tried again.
+COMMIT_ATTEMPTS = 5
+
+
+class Conflict(RuntimeError):
+    """Another writer committed to the table after this statement read it (Iceberg validation failed)."""
+
+
+def _is_conflict(exc: Exception) -> bool:
+    text = str(exc)
+    return any(name in text for name in ("ValidationException", "CommitFailedException",
+                                         "Found conflicting files", "Cannot commit"))
 
 
 _ensured: set[tuple[int, str]] = set()
@@ -89,7 +107,10 @@ class Snapshot:
 
 def iceberg_table(spark: SparkSession, table: str):
     """The table's Java Iceberg object from Spark's own catalog, refreshed: metadata without a Spark job."""
-    jtable = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, table)
+    # Named with its catalog: outside `spark.sql` (another thread, no active session) the default catalog is
+    # Spark's own, not the lakehouse's.
+    name = table if table.startswith(f"{CATALOG_NAME}.") else f"{CATALOG_NAME}.{table}"
+    jtable = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
     jtable.refresh()
     return jtable
 
@@ -114,6 +135,12 @@ def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
 def current_snapshot(spark: SparkSession, table: str) -> Snapshot | None:
     jsnap = iceberg_table(spark, table).currentSnapshot()
     return _snapshot(jsnap) if jsnap is not None else None
+
+
+def total_records(spark: SparkSession, table: str) -> int:
+    """Row count from the current snapshot's summary: no data read."""
+    snap = current_snapshot(spark, table)
+    return int(snap.summary.get("total-records", 0)) if snap else 0
 
 
 def table_properties(spark: SparkSession, table: str) -> dict[str, str]:
@@ -150,14 +177,48 @@ def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> No
 
 
 def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str) -> None:
-    """`MERGE INTO table USING source ON keys <clause>` through a temporary view."""
+    """`MERGE INTO table USING source ON keys <clause>` through a temporary view.
+
+    Copy-on-write MERGE validates at commit that no other writer added or removed data since it read the table
+    (Iceberg's serializable isolation); losing that race raises `Conflict`, and nothing was committed.
+    """
     view = f"_merge_{uuid.uuid4().hex[:8]}"
     source.createOrReplaceTempView(view)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     try:
         spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {clause}")
+    except Exception as exc:  # py4j wraps Iceberg's exceptions
+        if _is_conflict(exc):
+            raise Conflict(f"{table}: another writer committed first") from exc
+        raise
     finally:
         spark.catalog.dropTempView(view)
+
+
+def snapshot_id(spark: SparkSession, table: str) -> int | None:
+    snap = current_snapshot(spark, table)
+    return snap.snapshot_id if snap else None
+
+
+def expect_unchanged(spark: SparkSession, table: str, since: int | None) -> None:
+    """Raise `Conflict` when another writer committed to `table` after this step read it at `since`.
+
+    A step that derives what it writes from what it read (Gold from Silver) starts again rather than write over a
+    newer result; the MERGE's own validation covers the rest of the way to its commit."""
+    if snapshot_id(spark, table) != since:
+        raise Conflict(f"{table} changed since it was read")
+
+
+def retrying(what: str, attempt_once, attempts: int = COMMIT_ATTEMPTS):
+    """Run `attempt_once()` again while it loses commit races (`Conflict`); each attempt re-reads the table."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return attempt_once()
+        except Conflict:
+            if attempt == attempts:
+                raise
+            log.warning("%s lost a commit race (attempt %d of %d); trying again", what, attempt, attempts)
+            time.sleep(0.2 * attempt)
 
 
 # Up to this many source rows, the table's keys are filtered by a broadcast of the source's keys before the
@@ -173,32 +234,30 @@ def keys_present(target: DataFrame, source: DataFrame, keys: list[str], small_so
 
 
 def upsert(
-    spark: SparkSession, table: str, source: DataFrame, keys: list[str], small_source: bool = False
+    spark: SparkSession, table: str, source: DataFrame, keys: list[str], small_source: bool = False,
+    update_if: str | None = None, stamp: str | None = None,
 ) -> None:
-    """MERGE `source` into `table` by `keys` (source holds one row per key).
+    """MERGE `source` into `table` by `keys` (source holds one row per key) in one commit.
 
-    Keys the table does not hold yet are appended: only keys already present go through MERGE, whose
-    copy-on-write rewrite is the expensive part. `small_source` (at most BROADCAST_KEYS_MAX rows) broadcasts
-    the source's keys to filter the table's. A crash between the two commits is safe: re-run, the
-    appended keys are present and take the MERGE path, which rewrites them with the same values.
+    One MERGE, not an append of new keys beside a MERGE of present ones: a plain append is never validated, so
+    two overlapping runs could both append the same new key. `update_if` (SQL over `t.` and `s.`) limits which
+    present rows are replaced. `stamp` names a timestamp column set to the statement's own time: a MERGE that
+    commits was planned after every commit before it (else its validation fails), so stamps follow commit order
+    and a reader tracking changes by that column misses none. `small_source` (at most BROADCAST_KEYS_MAX rows)
+    broadcasts the source, so the table's keys are joined without a shuffle.
     """
-    snap = current_snapshot(spark, table)
-    if snap is None or int(snap.summary.get("total-records", "0")) == 0:
-        source.writeTo(table).append()  # a first load: nothing to match, no join, no cache
-        return
-    present = keys_present(spark.table(table).select(*keys), source, keys, small_source).withColumn("_present", F.lit(True))
-    tagged = source.join(present, keys, "left").persist()
-    try:
-        counts = {r._present: r["count"] for r in tagged.groupBy("_present").count().collect()}
-        if counts.get(None):
-            tagged.where(F.col("_present").isNull()).select(*source.columns).writeTo(table).append()
-        if counts.get(True):
-            matched = tagged.where(F.col("_present")).select(*source.columns)
-            merge(spark, table, matched, keys, "WHEN MATCHED THEN UPDATE SET *")
-    finally:
-        tagged.unpersist()
+    source = F.broadcast(source) if small_source else source
+    values = {c: ("current_timestamp()" if c == stamp else f"s.`{c}`") for c in source.columns}
+    update = "UPDATE SET " + ", ".join(f"t.`{c}` = {v}" for c, v in values.items())
+    insert = f"INSERT ({', '.join(f'`{c}`' for c in values)}) VALUES ({', '.join(values.values())})"
+    matched = f"WHEN MATCHED AND ({update_if}) THEN {update}" if update_if else f"WHEN MATCHED THEN {update}"
+    merge(spark, table, source, keys, f"{matched} WHEN NOT MATCHED THEN {insert}")
 
 
 def insert_new(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:
-    """Insert rows whose keys are not in `table` yet (an idempotent append)."""
-    merge(spark, table, source, keys, "WHEN NOT MATCHED THEN INSERT *")
+    """Insert rows whose keys are not in `table` yet (an idempotent append).
+
+    The matched clause rewrites a present row with itself: it keeps the statement a copy-on-write MERGE, which
+    Iceberg validates against overlapping writers (an insert-only MERGE would be a plain, unvalidated append).
+    """
+    merge(spark, table, source, keys, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")

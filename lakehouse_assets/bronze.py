@@ -2,10 +2,13 @@
 
 import dagster as dg
 
-from lakehouse import pipeline, quality
+from lakehouse import operations, pipeline, quality
 from lakehouse.contracts import BRONZE, Entity
-from lakehouse_assets.metadata import markdown_table, spark_check, table_metadata
-from resources import ComputeResource, LandingZoneResource, SparkResource
+from lakehouse_assets.metadata import REASON_TAG, REQUESTED_BY_TAG, markdown_table, spark_check, table_metadata
+from lakehouse.ingestion import unsettled_writers
+from lakehouse.writers import Liveness
+from resources import ComputeResource, LakehouseResource, LandingZoneResource, SparkResource
+from resources.runs import liveness, writer_of
 
 # Runs touching the same tables queue behind each other (Iceberg commits and watermarks assume one writer).
 POOL = "lakehouse"
@@ -15,6 +18,15 @@ class BronzeConfig(dg.Config):
     """Which landed files to ingest; empty means every landed file version not yet in the ingestion log."""
 
     keys: list[str] = []
+    # An operator's `lakehouse reprocess`: take the named versions again although the log holds them as rejected
+    # or retracted (a loaded version must be retracted first).
+    reprocess: bool = False
+
+
+def dead_writers(lakehouse: LakehouseResource, entity: Entity, alive: Liveness) -> list[str | None]:
+    """Writers of unlogged Bronze batches that the instance knows are gone: what a Spark step running as a job
+    may roll back (it cannot ask the instance itself)."""
+    return sorted((w for w in unsettled_writers(lakehouse.catalog(), entity) if not alive(w)), key=str)
 
 
 def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -30,12 +42,20 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
     )
     def _bronze(
         context: dg.AssetExecutionContext, config: BronzeConfig, spark: SparkResource, landing: LandingZoneResource,
-        compute: ComputeResource,
+        compute: ComputeResource, lakehouse: LakehouseResource,
     ) -> dg.MaterializeResult:
+        alive = liveness(context.instance)
         if compute.remote:
-            return compute.run_step(context, "bronze", entity, extras={"keys": config.keys}).get_materialize_result()
+            extras = {"keys": config.keys, "reprocess": config.reprocess,
+                      "dead_writers": dead_writers(lakehouse, entity, alive)}
+            return compute.run_step(context, "bronze", entity, extras=extras).get_materialize_result()
         session = spark.spark_session
-        result = pipeline.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None)
+        result = pipeline.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None,
+                                        writer=writer_of(context), alive=alive, reprocess=config.reprocess)
+        if config.reprocess:
+            tags = context.run.tags
+            operations.record(session, "reprocess", ", ".join(config.keys), tags.get(REQUESTED_BY_TAG) or "launchpad",
+                              tags.get(REASON_TAG), {"files": [vars(f) for f in result.files]}, context.run_id)
         for outcome in result.rejected:
             context.log.error(f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}")
         files = [vars(f) for f in result.files]
@@ -72,17 +92,17 @@ def bronze_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
         spark_check(
             key, "header_matches_contract",
             "The latest batch's files have the contract's header; rejected files and new columns warn.",
-            lambda spark, full: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN,
+            lambda spark, full, alive: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN,
         ),
         spark_check(
             key, "rows_match_file",
             "Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
-            lambda spark, full: quality.bronze_row_counts(spark, entity), blocking=True,
+            lambda spark, full, alive: quality.bronze_row_counts(spark, entity, alive), blocking=True,
         ),
         spark_check(
             key, "ingestion_metadata_complete",
             "Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
-            lambda spark, full: quality.bronze_metadata(spark, entity), blocking=True,
+            lambda spark, full, alive: quality.bronze_metadata(spark, entity, alive), blocking=True,
         ),
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from lakehouse.settings import load_settings
-from lakehouse_assets import bronze, checks, gold, silver
+from lakehouse_assets import bronze, checks, gold, operations, silver
 from resources import resources_for
 import sensors
 
@@ -16,6 +16,7 @@ defs = dg.Definitions.merge(
     silver.defs,
     gold.defs,
     checks.defs,
+    operations.defs,
     sensors.defs,
     dg.Definitions(
         resources=resources_for(settings),

@@ -4,10 +4,10 @@ import dagster as dg
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import pipeline, quality
+from lakehouse import operations, pipeline, quality
 from lakehouse.contracts import GOLD, SILVER, Entity
 from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import spark_check, table_metadata
+from lakehouse_assets.metadata import rebuilding, record_refresh, spark_check, table_metadata
 from resources import ComputeResource, SparkResource
 
 SILVER_POSTS = dg.AssetKey(["silver", "posts"])
@@ -72,10 +72,16 @@ def gold_asset(table_key: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, spark: SparkResource, compute: ComputeResource
     ) -> dg.MaterializeResult:
         if compute.remote:
-            return compute.run_step(context, "gold", table=table_key).get_materialize_result()
+            extras = {"rebuild": rebuilding(context)}
+            return compute.run_step(context, "gold", table=table_key, extras=extras).get_materialize_result()
         session = spark.spark_session
-        update = pipeline.update_gold_entity if entity_table else pipeline.update_gold_aggregate
-        result = update(session, table_key)
+        if rebuilding(context):
+            result = operations.rebuild_gold(session, table_key)
+            record_refresh(session, context, contract.identifier,
+                           {"rows": result.rows_written, "watermarks": result.watermarks})
+        else:
+            update = pipeline.update_gold_entity if entity_table else pipeline.update_gold_aggregate
+            result = update(session, table_key)
         context.log.info(
             f"{contract.identifier}: {result.rows_written} rows written, {result.rows_deleted} deleted"
             f"{' (full build)' if result.full_rebuild else ''}; watermarks {result.watermarks or 'unchanged'}"
@@ -98,11 +104,11 @@ def gold_checks(table_key: str) -> list[dg.AssetChecksDefinition]:
     return [
         spark_check(key, "schema_matches_contract",
                     "Column names, order, types and nullability exactly as in docs/tables.md.",
-                    lambda spark, full: quality.schema_matches(spark, contract)),
+                    lambda spark, full, alive: quality.schema_matches(spark, contract)),
         spark_check(key, "reconciles_with_silver", "Per key, Gold's rows and counts equal what Silver holds.",
-                    lambda spark, full: quality.gold_reconciled(spark, table_key, full=full)),
+                    lambda spark, full, alive: quality.gold_reconciled(spark, table_key, full=full)),
         spark_check(key, "fresh", "Gold has read every Silver change (its watermarks reach Silver's latest update).",
-                    lambda spark, full: quality.gold_freshness(spark, table_key, sources),
+                    lambda spark, full, alive: quality.gold_freshness(spark, table_key, sources),
                     severity=dg.AssetCheckSeverity.WARN),
     ]
 

@@ -1,6 +1,7 @@
 """Materialisation metadata shared by every layer: row count, schema, preview, Iceberg snapshot."""
 
 # No `from __future__ import annotations`: Dagster reads the check function's annotations at definition time.
+from dataclasses import replace
 from typing import Any, Callable
 
 import dagster as dg
@@ -8,15 +9,36 @@ from pyspark.sql import SparkSession
 
 from lakehouse import tables
 from lakehouse.contracts import TableContract
+from lakehouse.errors import UserError
 from lakehouse.markdown import markdown_table
+from lakehouse import quality
 from lakehouse.quality import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
+from lakehouse.writers import Liveness
 from resources import SparkResource
+from resources.runs import liveness
 
 PREVIEW_ROWS = 5
 # Runs tagged `lakehouse/check_scope=full` (the nightly `full_quality_checks` job) make every check look at
 # whole tables; otherwise the expensive checks look at what changed since they last passed.
 CHECK_SCOPE_TAG = "lakehouse/check_scope"
+# Runs tagged `lakehouse/rebuild=true` (the `full_refresh` job) rebuild Silver and Gold in full instead of updating
+# them; `lakehouse/requested_by` and `lakehouse/reason` say who asked and why (the operator log records them).
+REBUILD_TAG = "lakehouse/rebuild"
+REQUESTED_BY_TAG, REASON_TAG = "lakehouse/requested_by", "lakehouse/reason"
+
+
+def rebuilding(context: dg.AssetExecutionContext) -> bool:
+    return context.run.tags.get(REBUILD_TAG) == "true"
+
+
+def record_refresh(spark: SparkSession, context: dg.AssetExecutionContext, table: str, details: dict) -> None:
+    """The operator log's row for one table a full refresh rebuilt."""
+    from lakehouse import operations
+
+    tags = context.run.tags
+    operations.record(spark, "refresh", table, tags.get(REQUESTED_BY_TAG) or "launchpad", tags.get(REASON_TAG),
+                      details, context.run_id)
 
 
 def full_scope(context: dg.AssetCheckExecutionContext) -> bool:
@@ -61,17 +83,34 @@ def table_metadata(spark: SparkSession, contract: TableContract, **extra: Any) -
     return meta
 
 
+def check_table(asset: dg.AssetKey) -> str:
+    """The Iceberg table an asset check looks at: asset `silver/posts` is table `silver.posts`."""
+    return ".".join(asset.path)
+
+
 def check_result(
     context: dg.AssetCheckExecutionContext | dg.OpExecutionContext,
     outcome: CheckOutcome,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
     check_name: str | None = None,
     asset_key: dg.AssetKey | None = None,
+    spark: SparkSession | None = None,
 ) -> dg.AssetCheckResult:
-    """An `AssetCheckResult` with the outcome's counts and offending rows; a failure is also logged in the run."""
+    """An `AssetCheckResult` with the outcome's counts and offending rows; a failure is also logged in the run.
+
+    A failure an operator accepted (`lakehouse accept`) is reported as a warning saying who accepted it, when and
+    why, so it no longer blocks; any other failure keeps its severity."""
     metadata: dict[str, Any] = {"summary": outcome.summary, **outcome.metrics}
     if outcome.sample:
         metadata["offending_rows"] = dg.MetadataValue.md(markdown_table(outcome.sample, outcome.sample_columns))
+    accepted = None
+    if spark is not None and asset_key is not None and not outcome.passed:
+        accepted = quality.acceptance(spark, check_table(asset_key), check_name, outcome)
+    if accepted:
+        severity = dg.AssetCheckSeverity.WARN
+        metadata |= {"accepted_by": accepted["by"], "accepted_at": accepted["at"], "accepted_why": accepted["why"]}
+        outcome = replace(outcome, summary=f"accepted by {accepted['by']} at {accepted['at']} ({accepted['why']}): "
+                                           f"{outcome.summary}")
     if not outcome.passed:
         name = check_name or "check"
         log = context.log.error if severity is dg.AssetCheckSeverity.ERROR else context.log.warning
@@ -90,15 +129,41 @@ def spark_check(
     asset: dg.AssetKey,
     name: str,
     description: str,
-    evaluate: Callable[[SparkSession, bool], CheckOutcome],
+    evaluate: Callable[[SparkSession, bool, Liveness], CheckOutcome],
     *,
     blocking: bool = False,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetChecksDefinition:
-    """An asset check whose outcome `evaluate(spark, full)` computes with the run's Spark session."""
+    """An asset check whose outcome `evaluate(spark, full, alive)` computes with the run's Spark session (`alive`:
+    which Bronze writers the instance knows to be running)."""
+    register(asset, name, evaluate)
 
     @dg.asset_check(asset=asset, name=name, description=description, blocking=blocking)
     def _check(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        return check_result(context, evaluate(spark.spark_session, full_scope(context)), severity, check_name=name)
+        session = spark.spark_session
+        outcome = evaluate(session, full_scope(context), liveness(context.instance))
+        return check_result(context, outcome, severity, check_name=name, asset_key=asset, spark=session)
 
     return _check
+
+
+# Every asset check's evaluation by (asset, check name): what `lakehouse accept` evaluates before it records an
+# acceptance. An unknown name fails loudly with the names there are.
+CHECKS: dict[tuple[str, str], Callable[[SparkSession, bool, Liveness], CheckOutcome]] = {}
+
+
+def register(asset: dg.AssetKey, name: str, evaluate: Callable[[SparkSession, bool, Liveness], CheckOutcome]) -> None:
+    CHECKS[(asset.to_user_string(), name)] = evaluate
+
+
+class UnknownCheck(UserError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+def check_named(asset: str, name: str) -> Callable[[SparkSession, bool, Liveness], CheckOutcome]:
+    try:
+        return CHECKS[(asset, name)]
+    except KeyError:
+        known = "\n  ".join(f"{a} {n}" for a, n in sorted(CHECKS))
+        raise UnknownCheck(f"no asset check {name!r} on {asset!r}; the checks are:\n  {known}") from None

@@ -2,11 +2,15 @@
 
 import dagster as dg
 
-from lakehouse import pipeline, quality
+from lakehouse import operations, pipeline, quality
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
-from lakehouse_assets.bronze import POOL
-from lakehouse_assets.metadata import check_result, full_scope, markdown_table, spark_check, table_metadata
+from lakehouse.settings import load_settings
+from lakehouse_assets.bronze import POOL, dead_writers
+from lakehouse_assets.metadata import (
+    check_result, full_scope, markdown_table, rebuilding, record_refresh, register, spark_check, table_metadata,
+)
 from resources import ComputeResource, LakehouseResource, SparkResource
+from resources.runs import liveness
 
 
 def silver_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -35,12 +39,21 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
         ],
         pool=POOL,
     )
-    def _silver(context: dg.AssetExecutionContext, spark: SparkResource, compute: ComputeResource):
+    def _silver(context: dg.AssetExecutionContext, spark: SparkResource, compute: ComputeResource,
+                lakehouse: LakehouseResource):
+        alive = liveness(context.instance)
         if compute.remote:
-            yield from compute.run_step(context, "silver", entity).get_results()
+            extras = {"dead_writers": dead_writers(lakehouse, entity, alive), "rebuild": rebuilding(context)}
+            yield from compute.run_step(context, "silver", entity, extras=extras).get_results()
             return
         session = spark.spark_session
-        result = pipeline.update_silver(session, entity)
+        if rebuilding(context):
+            result = operations.rebuild_silver(session, entity, alive=alive)
+            record_refresh(session, context, silver.identifier,
+                           {"rows": result.inserted, "quarantined": result.quarantined,
+                            "bronze_snapshot": result.to_snapshot})
+        else:
+            result = pipeline.update_silver(session, entity, alive=alive)
         context.log.info(
             f"{BRONZE[entity].identifier} snapshots ({result.from_snapshot}, {result.to_snapshot}]: "
             f"{result.bronze_rows} rows -> {result.inserted} inserted, {result.updated} updated, "
@@ -84,7 +97,7 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
 
     primary_key = spark_check(
         key, "primary_key_unique", f"Every {entity.value} id is present and appears once.",
-        lambda spark, full: quality.silver_primary_key(spark, entity, full=full), blocking=True,
+        lambda spark, full, alive: quality.silver_primary_key(spark, entity, full=full), blocking=True,
     )
 
     value_specs = [
@@ -100,19 +113,29 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
             description="Every comment's post_id is the post id in its permalink.",
         ))
 
+    register(key, "types_and_ranges",
+             lambda spark, full, alive: quality.silver_values(spark, entity, pipeline.utcnow(), full)[0])
+    if entity is Entity.COMMENT:
+        register(key, "post_id_parsed",
+                 lambda spark, full, alive: quality.silver_values(spark, entity, pipeline.utcnow(), full)[1])
+
     @dg.multi_asset_check(specs=value_specs, name=f"silver_{entity.plural}_values")
     def _values(context: dg.AssetCheckExecutionContext, spark: SparkResource):
         # One scan of Silver answers both checks.
-        types, post_id = quality.silver_values(spark.spark_session, entity, pipeline.utcnow(), full=full_scope(context))
-        yield check_result(context, types, check_name="types_and_ranges", asset_key=key)
+        session = spark.spark_session
+        types, post_id = quality.silver_values(session, entity, pipeline.utcnow(), full=full_scope(context))
+        yield check_result(context, types, check_name="types_and_ranges", asset_key=key, spark=session)
         if post_id is not None:
-            yield check_result(context, post_id, check_name="post_id_parsed", asset_key=key)
+            yield check_result(context, post_id, check_name="post_id_parsed", asset_key=key, spark=session)
 
     reconciled = spark_check(
         key, "bronze_reconciled",
         "Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
-        lambda spark, full: quality.bronze_reconciled(spark, entity, full=full), blocking=True,
+        lambda spark, full, alive: quality.bronze_reconciled(spark, entity, full=full), blocking=True,
     )
+
+    register(quarantine_key, "quarantine_rate", lambda spark, full, alive: quality.quarantine_rate(
+        spark, entity, load_settings().quarantine_max_rate[entity.value]))
 
     @dg.asset_check(
         asset=quarantine_key, name="quarantine_rate", blocking=False,
@@ -121,8 +144,10 @@ def silver_checks(entity: Entity) -> list[dg.AssetChecksDefinition]:
     def _rate(
         context: dg.AssetCheckExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
     ) -> dg.AssetCheckResult:
-        outcome = quality.quarantine_rate(spark.spark_session, entity, lakehouse.quarantine_max_rate[entity.value])
-        return check_result(context, outcome, dg.AssetCheckSeverity.WARN)
+        session = spark.spark_session
+        outcome = quality.quarantine_rate(session, entity, lakehouse.quarantine_max_rate[entity.value])
+        return check_result(context, outcome, dg.AssetCheckSeverity.WARN, check_name="quarantine_rate",
+                            asset_key=quarantine_key, spark=session)
 
     return [primary_key, _values, reconciled, _rate]
 

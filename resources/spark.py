@@ -8,6 +8,7 @@ from dagster_pyspark.resources import spark_session_from_config
 from pydantic import PrivateAttr
 
 from lakehouse.settings import LakehouseSettings
+from resources.runs import reap_dead_runs, register_worker
 from lakehouse.spark import QUICK_JIT_OPTION, spark_conf
 
 # The sensor tags each run with the bytes it ingests; small batches get a quick-starting JVM.
@@ -32,6 +33,12 @@ class SparkResource(LazyPySparkResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._run_tags = dict(context.dagster_run.tags) if context.dagster_run else {}
+        # Every lakehouse step needs this resource, and resources start before any step claims a pool slot: the
+        # place to name this run's worker and to end runs whose worker died, whose slots would block this run.
+        if context.instance is not None and context.dagster_run is not None:
+            register_worker(context.instance, context.dagster_run.run_id)
+            for run_id in reap_dead_runs(context.instance, keep=context.dagster_run.run_id):
+                context.log.warning(f"run {run_id} had died (its worker process is gone): marked failed, slots freed")
 
     def _wants_quick_jit(self) -> bool:
         if self.quick_jit != "auto":

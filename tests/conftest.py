@@ -70,6 +70,19 @@ def empty_lakehouse(spark, settings):
     return zone
 
 
+def dead_writer() -> str:
+    """The Bronze writer id of a process that has exited (read while it ran: its start time names that process),
+    as a run killed between the Bronze append and the log write leaves behind."""
+    import subprocess
+
+    from lakehouse.writers import process_writer
+
+    child = subprocess.Popen(["sleep", "0.5"])
+    writer = process_writer(child.pid)
+    child.wait()
+    return writer
+
+
 @pytest.fixture
 def meirl() -> Path:
     """The real SocialGrep sample from ../shared, when this checkout has it beside it."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import dagster as dg
 import pytest
 
 from lakehouse.contracts import Entity
@@ -13,6 +16,7 @@ from lakehouse.catalog import catalog_for
 from lakehouse.query import QueryEngine
 from lakehouse.settings import load_settings
 from tests import expected as exp
+from resources.runs import WORKER_TAG
 from tests.daemon import DagsterServices
 
 pytestmark = pytest.mark.slow
@@ -29,6 +33,28 @@ def gold_query(home, sql):
         return QueryEngine(catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)}))).sql(sql).fetchall()
     except Exception:  # noqa: BLE001 - tables appear during the first run
         return None
+
+
+def _run_in_step(instance: dg.DagsterInstance, step: str) -> dg.DagsterRun | None:
+    """The sensor's run that is executing `step` now, if any."""
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=5):
+        events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        if any(e.step_key == step for e in events):
+            return run
+    return None
+
+
+def _kill_with_children(pid: int) -> None:
+    """SIGKILL a process and its children (the run worker and its Spark JVM), as the OOM killer would."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            children += [int(c) for c in fh.read().split()]
+    for p in [pid, *children]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_files_landed_reach_gold_by_themselves(tmp_path):
@@ -76,9 +102,27 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
         runs = dagster.graphql(RUNS)["runsOrError"]["results"]
         assert len(runs) == runs_before
         assert all(r["status"] == "SUCCESS" for r in runs)
+        runs_before_kill = len(runs)
         assert gold_query(home, "SELECT count(*) FROM bronze.posts") == [(600,)]
 
+        # A run killed mid-way (SIGKILL in Silver): nothing stuck, the sensor asks again, the file lands once.
+        big = generate(tmp_path / "big", posts=60_000, comments=0, files=1, seed=12, days=3, subreddits=3,
+                       repeat_share=0, id_offset=50_000)
+        zone.land(big.posts[0], Entity.POST)
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            run = dagster.wait(lambda: _run_in_step(instance, "silver_posts"), timeout=300, what="a run in Silver")
+            worker = dagster.wait(lambda: instance.get_run_by_id(run.run_id).tags.get(WORKER_TAG), timeout=30,
+                                  what="the run's worker tag")
+            _kill_with_children(int(worker.split(":")[2]))
+            dagster.wait(lambda: gold_query(home, "SELECT sum(posts) FROM gold.subreddit_daily") == [(60_300,)],
+                         timeout=400, what="the killed run's file to reach Gold through a new run")
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert gold_query(home, "SELECT count(*), count(DISTINCT _source_row) FROM bronze.posts "
+                                "WHERE _source_uri LIKE '%-s12-%'") == [(60_000, 60_000)]  # once, not twice
+
         # The UI shows the sensor running, its ticks, and the runs it started.
+        runs = dagster.graphql(RUNS)["runsOrError"]["results"]
+        assert len(runs) == runs_before_kill + 2  # the killed run and the one that redid its file
         sensor = dagster.graphql(SENSOR)["sensorOrError"]
         assert sensor["name"] == "landing_zone_sensor" and sensor["sensorState"]["status"] == "RUNNING"
         assert sensor["sensorState"]["ticks"]

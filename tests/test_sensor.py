@@ -14,6 +14,7 @@ from lakehouse.contracts import SOURCE_HEADERS, Entity
 from lakehouse.settings import load_settings
 from resources import LakehouseResource, LocalLandingZoneResource, S3LandingZoneResource
 from sensors.landing import build_landing_sensor
+from tests.conftest import dead_writer
 
 POSTS = ",".join(SOURCE_HEADERS[Entity.POST]) + "\r\n"
 COMMENTS = ",".join(SOURCE_HEADERS[Entity.COMMENT]) + "\r\n"
@@ -199,9 +200,9 @@ def test_a_run_dying_between_bronze_and_the_log_duplicates_nothing(local, spark,
     def die(*_args, **_kwargs):
         raise RuntimeError("killed between the Bronze commit and the log write")
 
-    monkeypatch.setattr(pipeline, "_write_log", die)
+    monkeypatch.setattr(pipeline, "write_log", die)
     with pytest.raises(RuntimeError):
-        pipeline.ingest_bronze(spark, zone, Entity.POST)
+        pipeline.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
     monkeypatch.undo()
     q = QueryEngine(catalog_for(load_settings()))
     assert q.sql("SELECT count(*) FROM bronze.posts").fetchall()[0] == (3,)
@@ -217,3 +218,95 @@ def test_a_run_dying_between_bronze_and_the_log_duplicates_nothing(local, spark,
     assert pipeline.update_silver(spark, Entity.POST).inserted == 3
     statuses = sorted(r[0] for r in q.sql("SELECT status FROM bronze.ingestion_log").fetchall())
     assert statuses == ["loaded", "rolled_back"]
+
+
+# --- asking again: only when the run failed or vanished -------------------------------------------------------
+
+
+def _plan(zone, landing, in_flight, runs, now, causes=None):
+    from lakehouse.ingestion import IngestionIndex
+    from sensors.landing import plan
+
+    return plan(landing.zone(), IngestionIndex([]), in_flight, 200, now, runs,
+                cause_of=lambda run: (causes or {}).get(run.run_id, ""))
+
+
+def test_a_queued_run_is_waited_for_however_long_and_a_failed_one_asked_again(local):
+    from sensors.landing import MAX_ATTEMPTS, VANISHED_AFTER_SECONDS, RunState
+
+    zone, landing = local
+    write(zone, "input/post/a.csv", post_csv("p1"))
+    requests, in_flight, _ = _plan(zone, landing, {}, {}, now=1000.0)
+    [flight] = in_flight.values()
+    key = requests[0].run_key
+
+    # Queued for a day: no second request.
+    for status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED):
+        again, kept, given_up = _plan(zone, landing, in_flight, {key: RunState("r1", status)}, now=1000.0 + 86400)
+        assert again == [] and kept == in_flight and given_up == []
+    # The run failed: asked again at once, under a new run key.
+    failed = {key: RunState("r1", dg.DagsterRunStatus.FAILURE)}
+    again, in_flight2, _ = _plan(zone, landing, in_flight, failed, now=1001.0)
+    assert len(again) == 1 and again[0].run_key == f"{key}-attempt2"
+    # No run ever showed up for the key: asked again once the grace period is over, not before.
+    assert _plan(zone, landing, in_flight, {}, now=1000.0 + VANISHED_AFTER_SECONDS - 1)[0] == []
+    assert len(_plan(zone, landing, in_flight, {}, now=1000.0 + VANISHED_AFTER_SECONDS)[0]) == 1
+
+    # After the last attempt fails: given up once, with the run's own error, and not asked for again.
+    last = {**vars(flight), "attempt": MAX_ATTEMPTS, "run_key": "k3"}
+    from sensors.landing import InFlight
+
+    in_flight3 = {flight_uri: InFlight(**last) for flight_uri in in_flight}
+    runs = {"k3": RunState("r3", dg.DagsterRunStatus.FAILURE)}
+    again, kept, given_up = _plan(zone, landing, in_flight3, runs, 2000.0, {"r3": "bronze__posts: disk full"})
+    assert again == [] and given_up == [("input/post/a.csv", "run r3 failure: bronze__posts: disk full")]
+    again, kept, given_up = _plan(zone, landing, kept, runs, 3000.0)
+    assert again == [] and given_up == []  # reported once
+    # A new version of the file starts over.
+    write(zone, "input/post/a.csv", post_csv("p1", score=7))
+    assert len(_plan(zone, landing, kept, runs, 4000.0)[0]) == 1
+
+
+def test_run_states_and_the_real_cause_come_from_the_instance():
+    from resources.runs import failure_cause
+    from sensors.landing import SENSOR_NAME, run_states
+
+    @dg.op
+    def ingest():
+        raise ValueError("the landing zone is unreadable")
+
+    @dg.job
+    def failing():
+        ingest()
+
+    with dg.instance_for_test() as instance:
+        tags = {"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": "post-abc"}
+        result = failing.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        states = run_states(instance, {"post-abc", "post-unknown"})
+        assert set(states) == {"post-abc"} and states["post-abc"].status == dg.DagsterRunStatus.FAILURE
+        assert states["post-abc"].run_id == result.run_id
+        cause = failure_cause(instance, result.run_id)
+        assert cause.startswith("ingest: ") and "the landing zone is unreadable" in cause
+
+
+def test_a_run_that_died_after_bronze_gets_silver_and_gold_caught_up(local):
+    """The file is settled in the log but its run failed (killed in Silver): no new Bronze work, a catch-up run of
+    the layers below, and the file stays in flight until that succeeds."""
+    from lakehouse.ingestion import IngestionIndex, LogEntry
+    from sensors.landing import RunState, plan
+
+    zone, landing = local
+    write(zone, "input/post/a.csv", post_csv("p1"))
+    requests, in_flight, _ = plan(landing.zone(), IngestionIndex([]), {}, 200, 1000.0)
+    [flight] = in_flight.values()
+    uri = next(iter(in_flight))
+    settled = IngestionIndex([LogEntry("post", uri, flight.etag, flight.size, None, "b1", "loaded")])
+    running = {requests[0].run_key: RunState("r1", dg.DagsterRunStatus.STARTED)}
+    assert plan(landing.zone(), settled, in_flight, 200, 1001.0, running)[:2] == ([], in_flight)
+    failed = {requests[0].run_key: RunState("r1", dg.DagsterRunStatus.FAILURE)}
+    [catch_up], in_flight2, _ = plan(landing.zone(), settled, in_flight, 200, 1002.0, failed)
+    assert catch_up.tags["lakehouse/catch_up"] == "true" and catch_up.run_config == {}
+    assert dg.AssetKey(["bronze", "posts"]) not in catch_up.asset_selection
+    assert dg.AssetKey(["gold", "subreddit_daily"]) in catch_up.asset_selection
+    done = {catch_up.run_key: RunState("r2", dg.DagsterRunStatus.SUCCESS)}
+    assert plan(landing.zone(), settled, in_flight2, 200, 1003.0, done)[:2] == ([], {})

@@ -1,0 +1,51 @@
+"""Run `dagster` with the lakehouse stopping dead at one point, so a test can SIGKILL the run exactly there.
+
+    python -m tests.killable <point> <marker-file> dagster asset materialize ...
+
+Points: `bronze` (Bronze's append committed, the ingestion log not written), `silver` (Silver's MERGE committed,
+its watermark not moved), `gold` (a Gold table's rows committed, its watermark not moved). At the point the
+process creates the marker file and sleeps; the test kills it with SIGKILL, as the kernel's OOM killer would.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    point, marker, *command = sys.argv[1:]
+    from lakehouse import pipeline, tables
+
+    def stop_here() -> None:
+        Path(marker).write_text("stopped")
+        time.sleep(3600)
+
+    if point == "bronze":
+        real_log = pipeline.write_log
+
+        def write_log(spark, rows):
+            if rows and rows[0]["status"] != "rolled_back":
+                stop_here()
+            return real_log(spark, rows)
+
+        pipeline.write_log = write_log
+    else:
+        real_marks = tables.set_watermarks
+
+        def set_watermarks(spark, table, *args, **kwargs):
+            if table.startswith(f"{point}."):
+                stop_here()
+            return real_marks(spark, table, *args, **kwargs)
+
+        tables.set_watermarks = set_watermarks
+    assert command[0] == "dagster", command
+    from dagster._cli import main as dagster
+
+    sys.argv = command
+    return dagster()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

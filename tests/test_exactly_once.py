@@ -1,0 +1,212 @@
+"""Exactly once by construction: runs that overlap on one entity never roll back each other's batches, never
+ingest a file version twice, and Silver never holds an id twice, whatever the instance's concurrency settings."""
+
+from __future__ import annotations
+
+import threading
+
+import dagster as dg
+import pytest
+
+from lakehouse import pipeline, tables
+from lakehouse.contracts import SOURCE_HEADERS, Entity
+from lakehouse.transforms import bronze as bronze_tf
+from sensors.landing import downstream_of
+from tests.conftest import dead_writer
+
+pytestmark = pytest.mark.slow
+HEADER = ",".join(SOURCE_HEADERS[Entity.POST]) + "\r\n"
+
+
+def posts(*ids: str, score: int = 1) -> str:
+    return HEADER + "".join(
+        f"post,{i},2s5ti,meirl,false,1648771149,https://old.reddit.com/r/meirl/comments/{i}/x/,i.redd.it,"
+        f"https://i.redd.it/{i}.jpg,,title {i},{score}\r\n" for i in ids)
+
+
+def land(zone, name: str, text: str) -> str:
+    key = f"input/post/{name}"
+    path = zone.path_for(key)
+    path.write_text(text, encoding="utf-8", newline="")
+    return key
+
+
+def rows_per_file(spark) -> dict[str, int]:
+    return {r._source_uri.rsplit("/", 1)[-1]: r.n for r in
+            spark.sql("SELECT _source_uri, count(*) AS n FROM bronze.posts GROUP BY 1").collect()}
+
+
+def test_two_overlapping_runs_never_roll_back_or_repeat_each_other(spark, lakehouse, monkeypatch):
+    """Run A appends its batch and stalls before logging it; a file lands; run B (no concurrency limit) runs the
+    whole selection meanwhile. B leaves A's live batch alone and does not take A's file; A then finishes."""
+    from lakehouse_assets.definitions import defs
+
+    zone = lakehouse
+    first = land(zone, "a.csv", posts("a1", "a2", "a3"))
+    appended, release = threading.Event(), threading.Event()
+    real_write_log = pipeline.write_log
+
+    def stall_run_a(spark_, rows):
+        if threading.current_thread().name == "run-a" and rows and rows[0]["status"] == "loaded":
+            appended.set()
+            assert release.wait(300), "run A was never released"
+        return real_write_log(spark_, rows)
+
+    monkeypatch.setattr(pipeline, "write_log", stall_run_a)
+    job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()  # no pool limit: steps of the two runs interleave freely
+    results = {}
+
+    def run(name: str, keys: list[str] | None) -> None:
+        config = {"ops": {"bronze__posts": {"config": {"keys": keys}}}} if keys else None
+        results[name] = job.execute_in_process(instance=instance, asset_selection=downstream_of(Entity.POST),
+                                               run_config=config, raise_on_error=False)
+
+    run_a = threading.Thread(target=run, args=("a", [first]), name="run-a")
+    run_a.start()
+    try:
+        assert appended.wait(300), "run A never appended"
+        land(zone, "b.csv", posts("b1", "b2"))
+        run("b", None)  # every pending file: a.csv is pending for the log, but run A is ingesting it
+        b = results["b"]
+        assert b.success
+        [bronze_b] = [e.materialization.metadata for e in b.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey(["bronze", "posts"])]
+        assert bronze_b["rolled_back_batches"].value == 0
+        files_b = bronze_b["files"].value
+        assert "input/post/b.csv | loaded" in files_b and "input/post/a.csv | skipped" in files_b
+        assert rows_per_file(spark) == {"a.csv": 3, "b.csv": 2}  # A's live batch is still there
+        # Silver does not read past a batch that is still being written.
+        assert spark.table("silver.posts").count() == 0
+    finally:
+        release.set()
+        run_a.join(300)
+    assert results["a"].success
+    assert rows_per_file(spark) == {"a.csv": 3, "b.csv": 2}
+    assert sorted(r.id for r in spark.table("silver.posts").collect()) == ["a1", "a2", "a3", "b1", "b2"]
+    log = spark.sql("SELECT source_uri, status FROM bronze.ingestion_log").collect()
+    assert sorted((r.source_uri.rsplit("/", 1)[-1], r.status) for r in log) == [("a.csv", "loaded"), ("b.csv", "loaded")]
+    gold = spark.sql("SELECT sum(posts) AS p FROM gold.subreddit_daily").first().p
+    assert gold == 5
+
+
+def test_of_two_runs_appending_one_file_version_the_earlier_append_keeps_it(spark, lakehouse, monkeypatch):
+    """Both runs pass every check before either appends; Bronze's history decides, and the file is there once."""
+    zone = lakehouse
+    key = land(zone, "same.csv", posts("s1", "s2"))
+    ready, release = threading.Event(), threading.Event()
+    real_to_bronze = bronze_tf.to_bronze
+
+    def stall_before_append(*args, **kwargs):
+        if threading.current_thread().name == "late":
+            ready.set()
+            assert release.wait(300)
+        return real_to_bronze(*args, **kwargs)
+
+    monkeypatch.setattr(bronze_tf, "to_bronze", stall_before_append)
+    outcome = {}
+    late = threading.Thread(name="late", target=lambda: outcome.update(late=pipeline.ingest_bronze(
+        spark, zone, Entity.POST, keys=[key], writer="run:late", alive=lambda w: True)))
+    late.start()
+    assert ready.wait(300)
+    early = pipeline.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer="run:early", alive=lambda w: True)
+    release.set()
+    late.join(300)
+    assert [(f.key, f.status, f.rows) for f in early.files] == [(key, "loaded", 2)]
+    assert [(f.key, f.status) for f in outcome["late"].files] == [(key, "skipped")]
+    assert rows_per_file(spark) == {"same.csv": 2}
+    assert [r.status for r in spark.sql("SELECT status FROM bronze.ingestion_log").collect()] == ["loaded"]
+
+
+def test_a_dead_writers_batch_is_rolled_back_and_a_live_ones_is_not(spark, lakehouse, monkeypatch):
+    zone = lakehouse
+
+    def crash(*_):
+        raise RuntimeError("killed between the Bronze commit and the log write")
+
+    # Two batches appended and never logged: one by a process that has exited, one by a run still going.
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_log", crash)
+        for name, writer in (("a.csv", dead_writer()), ("b.csv", "run:still-running")):
+            key = land(zone, name, posts(name[0] + "1"))
+            with pytest.raises(RuntimeError):
+                pipeline.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer=writer, alive=lambda w: True)
+    assert len(pipeline.unsettled_batches(tables.snapshots(spark, "bronze.posts"), [])) == 2
+
+    running = {"run:still-running": True}
+
+    def alive(writer):
+        return running.get(writer, False)
+
+    result = pipeline.ingest_bronze(spark, zone, Entity.POST, alive=alive)
+    assert len(result.rolled_back_batches) == 1  # only the dead writer's
+    assert sorted((f.key, f.status) for f in result.files) == [("input/post/a.csv", "loaded"),
+                                                                ("input/post/b.csv", "skipped")]
+    # The run dies after all: the next run rolls its batch back and ingests the file once.
+    running["run:still-running"] = False
+    result = pipeline.ingest_bronze(spark, zone, Entity.POST, alive=alive)
+    assert len(result.rolled_back_batches) == 1 and [(f.key, f.status) for f in result.files] == [
+        ("input/post/b.csv", "loaded")]
+    assert rows_per_file(spark) == {"a.csv": 1, "b.csv": 1}
+
+
+def test_a_merge_that_loses_a_commit_race_is_tried_again_and_adds_no_row_twice(spark, lakehouse, tmp_path):
+    """Iceberg validates a copy-on-write MERGE against commits made while it ran: the loser fails (`Conflict`),
+    commits nothing, and the retry sees the winner's rows."""
+    import time
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    spark.sql("CREATE NAMESPACE IF NOT EXISTS silver")
+    spark.sql("CREATE TABLE silver.race (id STRING, v STRING) USING iceberg TBLPROPERTIES "
+              "('format-version'='2', 'write.merge.mode'='copy-on-write')")
+    spark.sql("INSERT INTO silver.race VALUES ('a', 'old')")
+    reading = tmp_path / "reading"
+
+    @F.udf(StringType())
+    def slowly(v):  # the loser's MERGE has read the table and is still computing its source
+        Path(reading).touch()
+        time.sleep(5)
+        return v
+
+    source = spark.createDataFrame([("a", "new"), ("b", "new")], "id string, v string").coalesce(1).select(
+        "id", slowly("v").alias("v"))
+    attempts = []
+
+    def merge_once():
+        attempts.append(len(attempts) + 1)
+        tables.upsert(spark, "silver.race", source, ["id"])
+
+    loser = threading.Thread(target=lambda: tables.retrying("silver.race", merge_once))
+    loser.start()
+    deadline = time.monotonic() + 120
+    while not reading.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Another writer appends the same new key meanwhile (an append is never validated, so it always lands).
+    spark.createDataFrame([("b", "winner")], "id string, v string").writeTo("silver.race").append()
+    loser.join(180)
+    assert attempts == [1, 2]  # lost once, then committed
+    assert sorted((r.id, r.v) for r in spark.table("silver.race").collect()) == [("a", "new"), ("b", "new")]
+
+
+def test_overlapping_silver_merges_keep_one_row_per_id_and_the_newest_version(spark, lakehouse):
+    """Two Silver steps that read the same Bronze range commit one after the other: the second MERGE is
+    validated against the first (no id appended twice) and an older version never replaces a newer one."""
+    from pyspark.sql import functions as F
+
+    zone = lakehouse
+    land(zone, "v1.csv", posts("x1", "x2", score=1))
+    pipeline.ingest_bronze(spark, zone, Entity.POST)
+    pipeline.update_silver(spark, Entity.POST)
+    land(zone, "v2.csv", posts("x1", "x3", score=2))
+    pipeline.ingest_bronze(spark, zone, Entity.POST)
+    newer = spark.table("silver.posts").where("id = 'x1'").select("_ingested_at").first()._ingested_at
+    # An older version of x1 arriving late (another run's stale MERGE) does not win, nor add a row.
+    stale = spark.table("silver.posts").where("id = 'x1'").withColumn("score", F.lit(-5)).withColumn(
+        "_row_hash", F.lit("stale")).withColumn("_ingested_at", F.lit(newer) - F.expr("INTERVAL 1 DAY"))
+    pipeline.update_silver(spark, Entity.POST)
+    tables.upsert(spark, "silver.posts", stale, ["id"], update_if=pipeline.NEWER_VERSION, stamp="_updated_at")
+    rows = {r.id: r.score for r in spark.table("silver.posts").collect()}
+    assert rows == {"x1": 2, "x2": 1, "x3": 2}

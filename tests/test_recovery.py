@@ -1,0 +1,82 @@
+"""A run that dies mid-way (SIGKILL: the OOM killer, a reboot) never stops the lakehouse: the next run, started
+from the command line with no manual step, ends the dead run, frees its pool slot, repairs what it left, and the
+tables equal what uninterrupted runs give."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lakehouse.catalog import catalog_for
+from lakehouse.contracts import Entity
+from lakehouse.generator import generate
+from lakehouse.landing import LocalLandingZone
+from lakehouse.query import QueryEngine
+from lakehouse.settings import load_settings
+from tests import expected as exp
+from tests.test_end_to_end import assert_gold_matches
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+MATERIALIZE = ["dagster", "asset", "materialize", "-m", "lakehouse_assets.definitions", "--select", "*"]
+
+
+def test_runs_killed_in_each_layer_leave_nothing_stuck(tmp_path):
+    home = tmp_path / "lh"
+    env = {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    subprocess.run([str(BIN / "lakehouse"), "init"], env=env, check=True, capture_output=True)
+    assert "default_limit: 1" in (home / "dagster" / "dagster.yaml").read_text()  # one slot: a dead run blocks
+    zone = LocalLandingZone(home / "landing")
+    posts, comments = [], []
+
+    def land_more(seed: int) -> None:
+        files = generate(tmp_path / f"gen{seed}", posts=80, comments=240, files=1, seed=seed, days=2, subreddits=2,
+                         repeat_share=0.1, id_offset=seed * 1000)
+        for path in files.posts:
+            zone.land(path, Entity.POST)
+            posts.append(path)
+        for path in files.comments:
+            zone.land(path, Entity.COMMENT)
+            comments.append(path)
+
+    killed = []
+    for seed, point in enumerate(("bronze", "silver", "gold"), start=1):
+        land_more(seed)
+        marker = tmp_path / f"stopped-{point}"
+        proc = subprocess.Popen([sys.executable, "-m", "tests.killable", point, str(marker), *MATERIALIZE], env=env,
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 400
+        while not marker.exists():
+            assert proc.poll() is None, f"the run ended before reaching {point}"
+            assert time.monotonic() < deadline, f"the run never reached {point}"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its Spark JVM, with no chance to clean up
+        proc.wait()
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            [run] = [r for r in instance.get_runs(limit=1)]
+            assert run.status == dg.DagsterRunStatus.STARTED  # what a killed run leaves behind
+            killed.append(run.run_id)
+
+    land_more(4)
+    # Before: this waited forever ("Step blocked by limit for pool lakehouse").
+    done = subprocess.run([str(BIN / MATERIALIZE[0]), *MATERIALIZE[1:]], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        statuses = {r.run_id: r.status for r in instance.get_runs()}
+        assert [statuses[r] for r in killed] == [dg.DagsterRunStatus.FAILURE] * 3
+        assert not instance.event_log_storage.get_concurrency_run_ids()  # no slot held by anyone
+    settings = load_settings({"LAKEHOUSE_HOME": str(home)})
+    q = QueryEngine(catalog_for(settings))
+    records = sum(1 for _ in exp.read_rows(posts)) + sum(1 for _ in exp.read_rows(comments))
+    bronze = q.sql("SELECT (SELECT count(*) FROM bronze.posts) + (SELECT count(*) FROM bronze.comments)").fetchall()
+    assert bronze == [(records,)]  # nothing ingested twice, nothing lost
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
