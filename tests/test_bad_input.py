@@ -284,6 +284,39 @@ def test_records_counted_by_hand_match(landed):
             assert sum(1 for r in csv.reader(io.StringIO(text, newline="")) if r) - 1 == case.rows, case.name
 
 
+def test_the_real_export_with_its_odd_variants_in_one_batch(spark, settings, lakehouse, meirl, tmp_path):
+    """The real SocialGrep comments export landed with variants of itself: other line endings, a byte order mark,
+    a mixed-ending copy. The run is green, the mixed copy alone is refused, every real comment reaches Gold."""
+    zone = lakehouse
+    real = (meirl / "comments.csv").read_bytes()
+    assert b"\r\n" in real and real.count(b"\r\n") < real.count(b"\n")  # CRLF rows, bare LF inside bodies
+    crlf = b"\r\n"
+    variants = {
+        "real.csv": real,
+        "as-lf.csv": real.replace(crlf, b"\n"),
+        "with-bom.csv": b"\xef\xbb\xbf" + real,
+        # A header saved with CRLF in front of LF rows: Spark would have read it as one record.
+        "mixed.csv": real.split(crlf, 1)[0] + crlf + real.split(crlf, 1)[1].replace(crlf, b"\n"),
+    }
+    for name, data in variants.items():
+        zone.path_for(f"input/comment/{name}").write_bytes(data)
+    zone.land(meirl / "posts.csv", Entity.POST)
+    from lakehouse_assets.definitions import defs
+
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success
+    log = {r.source_uri.rsplit("/", 1)[-1]: (r.status, r.reason, r.rows) for r in _q(
+        spark, "SELECT source_uri, status, reason, rows FROM bronze.ingestion_log")}
+    assert log == {"posts.csv": ("loaded", None, 1999), "real.csv": ("loaded", None, 858),
+                   "as-lf.csv": ("loaded", None, 858), "with-bom.csv": ("loaded", None, 858),
+                   "mixed.csv": ("rejected", "mixed_line_endings", 0)}
+    # Three deliveries of the same comments: one row per comment, the same text whatever the line ending.
+    assert _q(spark, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM silver.comments")[0] == (858, 858)
+    assert _q(spark, "SELECT sum(comments) AS c FROM gold.subreddit_daily")[0].c == 858
+    assert _q(spark, "SELECT count(*) AS n FROM silver.comments_quarantine")[0].n == 0
+
+
 def test_a_file_spark_reads_differently_is_taken_out_and_the_rest_goes_on(spark, settings, lakehouse, monkeypatch):
     """A file whose Bronze rows do not reconcile with its records leaves Bronze in the same run, logged with what
     differed; the other files of the batch load, and Bronze's whole-table gates pass."""

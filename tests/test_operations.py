@@ -230,3 +230,44 @@ def test_a_full_refresh_rebuilds_silver_and_gold_after_a_cleaning_rule_changes(
     before = {t: tables.snapshot_id(spark, t) for t in ("silver.comments", "gold.comments", "gold.subreddit_daily")}
     assert materialize(instance).success
     assert {t: tables.snapshot_id(spark, t) for t in before} == before
+
+
+def test_status_and_reprocess_of_a_rejected_file_after_a_parser_fix(
+        spark, settings, lakehouse, instance, tmp_path, capsys, monkeypatch):
+    """A file the parser of the day rejects, reprocessed once the parser is fixed; status says what happened."""
+    from lakehouse import pipeline
+    from lakehouse.transforms import bronze as bronze_tf
+    from tests.conftest import dead_writer
+
+    zone = lakehouse
+    files = generate(tmp_path / "g", posts=30, comments=0, files=1, seed=5, days=1, subreddits=1, repeat_share=0)
+    zone.land(files.posts[0], Entity.POST)
+    real_scan = bronze_tf.scan_records
+    monkeypatch.setattr(bronze_tf, "scan_records", lambda stream: bronze_tf.FileScan(
+        reason="unparseable_csv", message="a parser bug of the day"))
+    assert materialize(instance).success  # a rejected file warns; the run goes on
+    post = status(capsys)["entities"]["post"]
+    assert post["files"]["rejected"] == 1 and post["rejected"][0]["message"] == "a parser bug of the day"
+    assert materialize(instance).success and spark.sql("SELECT count(*) FROM bronze.posts").first()[0] == 0
+
+    monkeypatch.setattr(bronze_tf, "scan_records", real_scan)  # the fix ships
+    key = "input/post/" + files.posts[0].name
+    code, out, err = lakehouse_cmd(capsys, "reprocess", key, "--why", "parser fixed", "--by", "dan")
+    assert code == 0, err
+    assert f"{key} | loaded" in out
+    assert spark.sql("SELECT count(*) FROM gold.posts").first()[0] == 30
+    post = status(capsys)["entities"]["post"]
+    assert post["files"] == {"loaded": 1, "rejected": 1, "retracted": 0, "rolled_back": 0}
+    assert any(a["action"] == "reprocess" and a["actor"] == "dan" for a in status(capsys)["operator_log"])
+
+    # A batch a dead run left behind shows as orphaned until the next run rolls it back.
+    more = generate(tmp_path / "more", posts=5, comments=0, files=1, seed=6, days=1, subreddits=1, repeat_share=0,
+                    id_offset=900)
+    zone.land(more.posts[0], Entity.POST)
+    monkeypatch.setattr(pipeline, "write_log", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError):
+        pipeline.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
+    [orphan] = status(capsys)["entities"]["post"]["unsettled_batches"]
+    assert orphan["rows"] == 5 and orphan["state"].startswith("orphaned")
+    code, out, _ = lakehouse_cmd(capsys, "status")
+    assert code == 0 and "orphaned" in out and "reprocess" in out
