@@ -213,11 +213,27 @@ def cmd_retract(args) -> int:
 def cmd_reprocess(args) -> int:
     from lakehouse.landing import check_key, entity_for_key
 
+    from lakehouse.catalog import catalog_for
+    from lakehouse.ingestion import LOADED, read_log
+    from lakehouse.landing import LocalLandingZone
+
     keys = [check_key(k) for k in args.keys]
     entities = {entity_for_key(k) for k in keys}
     if len(entities) != 1:
         raise UsageError("reprocess files of one entity at a time (input/post/... or input/comment/...)")
     entity = entities.pop()
+    # Refused here, in one line, before a run starts (Bronze refuses it again): a loaded version would be counted
+    # twice, and a file that is not in the landing zone cannot be read.
+    settings = load_settings()
+    if settings.environment is Environment.LOCAL:
+        zone = LocalLandingZone(settings.landing_root)
+        loaded = {(e.source_uri, e.source_etag) for e in read_log(catalog_for(settings), entity) if e.status == LOADED}
+        for key in keys:
+            if not zone.path_for(key).is_file():
+                raise UsageError(f"{key} is not in the landing zone: land it again to reprocess it")
+            landed = zone.describe(key)
+            if (landed.uri, landed.etag) in loaded:
+                raise UsageError(f"{key} (etag {landed.etag}) is loaded: retract it before reprocessing it")
     config = {"ops": {f"bronze__{entity.plural}": {"config": {"keys": keys, "reprocess": True}}}}
     result, status = _run_job(f"ingest_{entity.plural}", config, args)
     if status == 0:

@@ -44,10 +44,11 @@ class NothingToRetract(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Version:
+    """One file version as one batch loaded it."""
+
     batch_id: str
     uri: str
     etag: str
-    rows: int
 
 
 @dataclass
@@ -90,7 +91,7 @@ def resolve_versions(entries: list[LogEntry], target: str, landing_root: Path | 
             raise NothingToRetract(f"{what} has several {'/'.join(statuses)} versions: {listed}; name one with --etag")
     if not found:
         raise NothingToRetract(f"no {' or '.join(statuses)} file version matches {what}")
-    return [Version(e.batch_id, e.source_uri, e.source_etag, getattr(e, "rows", 0) or 0) for e in found]
+    return [Version(e.batch_id, e.source_uri, e.source_etag) for e in found]
 
 
 def retract(
@@ -166,7 +167,7 @@ def _restore_silver(spark: SparkSession, entity: Entity, ids: DataFrame, alive: 
     or no row. Returns (restored, deleted)."""
     silver_t = SILVER[entity].identifier
     entries = pipeline.log_entries(spark, entity)  # the retraction is in it now
-    _, end, _ = pipeline._bronze_range(spark, entity, None, alive)
+    _, end, _ = pipeline.bronze_range(spark, entity, None, alive)
     if end is None or not ids.count():
         return 0, 0
     wanted = F.broadcast(ids.withColumnRenamed("id", "_wanted"))
@@ -191,20 +192,6 @@ def _restore_silver(spark: SparkSession, entity: Entity, ids: DataFrame, alive: 
 # --- full refresh -----------------------------------------------------------------------------------------------
 
 
-def _overwrite(spark: SparkSession, table: str, rows: DataFrame, read_at: int | None) -> None:
-    """Replace every row of `table` in one commit (readers see the old table or the new, never half of it),
-    failing with `Conflict` if another writer committed since `read_at`."""
-    writer = rows.writeTo(table).option("isolation-level", "serializable")
-    if read_at is not None:
-        writer = writer.option("validate-from-snapshot-id", str(read_at))
-    try:
-        writer.overwrite(F.lit(True))
-    except Exception as exc:
-        if tables._is_conflict(exc):
-            raise tables.Conflict(f"{table}: another writer committed during the rebuild") from exc
-        raise
-
-
 def _forget_verified(spark: SparkSession, table: str) -> list[str]:
     """Drop the checks' incremental positions on `table`: after a rebuild every check looks at everything."""
     marks = [k for k in tables.table_properties(spark, table) if k.startswith("lakehouse.verified.")]
@@ -221,7 +208,7 @@ def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = defaul
 
     def attempt() -> pipeline.SilverResult:
         read_at = {t: tables.snapshot_id(spark, t) for t in (silver_t, quarantine_t)}
-        _, end, entries = pipeline._bronze_range(spark, entity, None, alive)  # all of Bronze
+        _, end, entries = pipeline.bronze_range(spark, entity, None, alive)  # all of Bronze
         result = pipeline.SilverResult(entity, from_snapshot=None, to_snapshot=end)
         if end is None:
             return result
@@ -237,8 +224,8 @@ def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = defaul
             try:
                 result.inserted = silver.count()
                 result.duplicates_collapsed = result.bronze_rows - result.quarantined - result.inserted
-                _overwrite(spark, quarantine_t, silver_tf.quarantine_rows(typed, entity, now), read_at[quarantine_t])
-                _overwrite(spark, silver_t, silver, read_at[silver_t])
+                tables.replace_all(spark, quarantine_t, silver_tf.quarantine_rows(typed, entity, now), read_at[quarantine_t])
+                tables.replace_all(spark, silver_t, silver, read_at[silver_t])
             finally:
                 silver.unpersist()
         finally:
@@ -271,7 +258,7 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
         out = builds[table_key]().persist()
         try:
             result = pipeline.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
-            _overwrite(spark, gold_t, out, read_at)
+            tables.replace_all(spark, gold_t, out, read_at)
         finally:
             out.unpersist()
         used = sources if table_key in ("subreddit_daily", "post_engagement") else (

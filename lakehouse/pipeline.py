@@ -259,12 +259,12 @@ def ingest_bronze(
     writer = writer or process_writer()
     result = BronzeResult(entity=entity, batch_id=uuid.uuid4().hex)
     table = BRONZE[entity].identifier
-    log_snapshot = getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None)
+    log_snapshot = tables.snapshot_id(spark, INGESTION_LOG.identifier)
     entries = log_entries(spark, entity)
     result.rolled_back_batches = roll_back_orphans(spark, entity, entries, alive, writer)
     if result.rolled_back_batches:
         entries = log_entries(spark, entity)
-        log_snapshot = getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None)
+        log_snapshot = tables.snapshot_id(spark, INGESTION_LOG.identifier)
     pending, result.already_ingested = pending_files(spark, landing, entity, keys, entries, reprocess)
     # Versions another live run has appended and not logged yet are that run's.
     in_flight = [u.batch_id for u in unsettled_batches(tables.snapshots(spark, table), entries) if alive(u.writer)]
@@ -369,7 +369,7 @@ def _taken_meanwhile(
     held by a live batch appended before this one. Bronze's history orders the appends, so of two overlapping
     runs exactly one keeps a version."""
     table = BRONZE[entity].identifier
-    if getattr(tables.current_snapshot(spark, INGESTION_LOG.identifier), "snapshot_id", None) != log_snapshot:
+    if tables.snapshot_id(spark, INGESTION_LOG.identifier) != log_snapshot:
         entries = log_entries(spark, entity)  # someone logged meanwhile
     lineage = tables.snapshots(spark, table)
     earlier = []
@@ -433,7 +433,7 @@ def utf8_suspects(entries: list[LogEntry]) -> list[str]:
                    and (e.invalid_utf8_records is None or e.invalid_utf8_records > 0)})
 
 
-def _bronze_range(
+def bronze_range(
     spark: SparkSession, entity: Entity, silver_table: str | None, alive: Liveness = default_liveness
 ) -> tuple[int | None, int | None, list[LogEntry]]:
     """The Bronze snapshots Silver has not processed: (exclusive start, inclusive end, the log's entries).
@@ -473,7 +473,7 @@ def update_silver(
     tables.ensure_tables(spark)
     silver_table, quarantine_table = SILVER[entity].identifier, QUARANTINE[entity].identifier
     bronze_table = BRONZE[entity].identifier
-    start, end, entries = _bronze_range(spark, entity, silver_table, alive)
+    start, end, entries = bronze_range(spark, entity, silver_table, alive)
     result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
     if end is None or end == start:
         return result

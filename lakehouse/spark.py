@@ -100,6 +100,8 @@ def _driver_java_options(settings: LakehouseSettings) -> str:
     options = []
     if DEBIAN_JNI_DIR.exists():
         options.append(f"-Djava.library.path={DEBIAN_JNI_DIR}")
+    if settings.spark_quick_jit == "on":  # forced for every session ("auto" is the Spark resource's per-run choice)
+        options.append(QUICK_JIT_OPTION)
     return " ".join(options)
 
 

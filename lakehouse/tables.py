@@ -43,7 +43,7 @@ class Conflict(RuntimeError):
     """Another writer committed to the table after this statement read it (Iceberg validation failed)."""
 
 
-def _is_conflict(exc: Exception) -> bool:
+def is_conflict(exc: Exception) -> bool:
     text = str(exc)
     return any(name in text for name in ("ValidationException", "CommitFailedException",
                                          "Found conflicting files", "Cannot commit"))
@@ -188,7 +188,7 @@ def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], c
     try:
         spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {clause}")
     except Exception as exc:  # py4j wraps Iceberg's exceptions
-        if _is_conflict(exc):
+        if is_conflict(exc):
             raise Conflict(f"{table}: another writer committed first") from exc
         raise
     finally:
@@ -252,6 +252,20 @@ def upsert(
     insert = f"INSERT ({', '.join(f'`{c}`' for c in values)}) VALUES ({', '.join(values.values())})"
     matched = f"WHEN MATCHED AND ({update_if}) THEN {update}" if update_if else f"WHEN MATCHED THEN {update}"
     merge(spark, table, source, keys, f"{matched} WHEN NOT MATCHED THEN {insert}")
+
+
+def replace_all(spark: SparkSession, table: str, rows: DataFrame, read_at: int | None) -> None:
+    """Replace every row of `table` in one commit (readers see the old table or the new, never half of it),
+    failing with `Conflict` if another writer committed since the snapshot `read_at`."""
+    writer = rows.writeTo(table).option("isolation-level", "serializable")
+    if read_at is not None:
+        writer = writer.option("validate-from-snapshot-id", str(read_at))
+    try:
+        writer.overwrite(F.lit(True))
+    except Exception as exc:  # py4j wraps Iceberg's exceptions
+        if is_conflict(exc):
+            raise Conflict(f"{table}: another writer committed while it was being replaced") from exc
+        raise
 
 
 def insert_new(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:

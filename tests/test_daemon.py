@@ -106,7 +106,7 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
         assert gold_query(home, "SELECT count(*) FROM bronze.posts") == [(600,)]
 
         # A run killed mid-way (SIGKILL in Silver): nothing stuck, the sensor asks again, the file lands once.
-        big = generate(tmp_path / "big", posts=60_000, comments=0, files=1, seed=12, days=3, subreddits=3,
+        big = generate(tmp_path / "big", posts=20_000, comments=0, files=1, seed=12, days=3, subreddits=3,
                        repeat_share=0, id_offset=50_000)
         zone.land(big.posts[0], Entity.POST)
         with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
@@ -114,11 +114,11 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
             worker = dagster.wait(lambda: instance.get_run_by_id(run.run_id).tags.get(WORKER_TAG), timeout=30,
                                   what="the run's worker tag")
             _kill_with_children(int(worker.split(":")[2]))
-            dagster.wait(lambda: gold_query(home, "SELECT sum(posts) FROM gold.subreddit_daily") == [(60_300,)],
+            dagster.wait(lambda: gold_query(home, "SELECT sum(posts) FROM gold.subreddit_daily") == [(20_300,)],
                          timeout=400, what="the killed run's file to reach Gold through a new run")
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert gold_query(home, "SELECT count(*), count(DISTINCT _source_row) FROM bronze.posts "
-                                "WHERE _source_uri LIKE '%-s12-%'") == [(60_000, 60_000)]  # once, not twice
+                                "WHERE _source_uri LIKE '%-s12-%'") == [(20_000, 20_000)]  # once, not twice
 
         # The UI shows the sensor running, its ticks, and the runs it started.
         runs = dagster.graphql(RUNS)["runsOrError"]["results"]

@@ -70,7 +70,7 @@ def test_small_sensor_batches_get_a_quick_starting_jvm():
     from lakehouse.settings import load_settings
     from resources.spark import BATCH_BYTES_TAG, QUICK_JIT_MAX_BYTES, SparkResource
 
-    auto = SparkResource.from_settings(load_settings())
+    auto = SparkResource.from_settings(load_settings({}))
     assert auto.quick_jit == "auto"
     for tags, quick in (({BATCH_BYTES_TAG: "4096"}, True),
                         ({BATCH_BYTES_TAG: str(QUICK_JIT_MAX_BYTES + 1)}, False),

@@ -90,7 +90,7 @@ def test_retract_then_reprocess_a_file(spark, settings, lakehouse, instance, tmp
     assert_gold_matches(settings, exp.expected_gold([first.posts[0], later], [first.comments[0]]))
     # A loaded version is not reprocessed: that would count it twice.
     code, _, err = lakehouse_cmd(capsys, "reprocess", "input/post/later-posts.csv")
-    assert code == 1 and "retract it before reprocessing" in err
+    assert code == 2 and "retract it before reprocessing" in err
     # Retracting a whole batch by its id.
     batch = spark.sql("SELECT batch_id FROM bronze.ingestion_log WHERE source_uri LIKE '%later-posts%' "
                       "AND status = 'loaded' ORDER BY ingested_at DESC LIMIT 1").first().batch_id
