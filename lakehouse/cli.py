@@ -285,6 +285,23 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_engine(args) -> int:
+    from lakehouse import engine
+
+    settings = load_settings()
+    if args.action == "start":
+        if not engine.wanted(settings):
+            raise UsageError("the warm engine serves the embedded default only (LAKEHOUSE_ENV=local, a local[...] "
+                             "master, LAKEHOUSE_COMPUTE=in_process, LAKEHOUSE_ENGINE=auto)")
+        conn = engine.start(settings)
+        print(f"engine running: pid {conn.pid}, generation {conn.generation}")
+    elif args.action == "stop":
+        print("engine stopped" if engine.stop(settings) else "no engine was running")
+    else:
+        print(json.dumps(engine.status(settings), indent=2))
+    return 0
+
+
 def cmd_contracts(args) -> int:
     from lakehouse.contracts import contracts_markdown
 
@@ -353,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
 
     operator("refresh", "rebuild Silver and Gold from Bronze (after a cleaning rule or a Gold formula changed)",
              why_required=False).set_defaults(func=cmd_refresh)
+    eng = sub.add_parser("engine", help="the warm Spark engine runs attach to (the sensor starts it; "
+                         "docs/runbook.md)")
+    eng.add_argument("action", choices=["start", "stop", "status"])
+    eng.set_defaults(func=cmd_engine)
     sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)
     sub.add_parser("spark-conf", help="print the Spark settings of this environment as --conf arguments "
                    "(for a Glue job or spark-submit)").set_defaults(func=cmd_spark_conf)

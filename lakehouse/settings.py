@@ -34,6 +34,7 @@ ENTITIES = ("post", "comment")  # contracts.Entity's values (settings import not
 DEFAULT_QUARANTINE_MAX_RATE = {"post": 0.05, "comment": 0.05}
 COMPUTE_MODES = ("in_process", "subprocess", "glue")
 QUICK_JIT = ("auto", "on", "off")
+ENGINE = ("auto", "off")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -58,6 +59,10 @@ class LakehouseSettings:
     spark_shuffle_partitions: int | None = None
     spark_quick_jit: str = "auto"  # C1-only JIT for the driver: auto (small sensor batches) | on | off
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
+    # The warm engine (lakehouse/engine.py): auto = runs attach to it when it runs, the sensor keeps it running
+    # (local master, in-process compute); off = every run starts its own Spark session.
+    engine: str = "auto"
+    engine_idle_seconds: int = 1800  # the engine stops after this long without a run
     # The SQLite JDBC driver for Spark's local catalog (None: Debian's package, else Maven).
     sqlite_jdbc_jar: Path | None = None
     # AWS: Glue 5.0 and EMR 7 bring Iceberg and the AWS SDK (their jobs set LAKEHOUSE_ICEBERG_PROVIDED=true);
@@ -120,6 +125,7 @@ T = TypeVar("T")
 KNOWN_VARIABLES = (
     "LAKEHOUSE_ENV", "LAKEHOUSE_HOME", "LAKEHOUSE_SPARK_MASTER", "LAKEHOUSE_SPARK_DRIVER_MEMORY",
     "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_SPARK_CONF",
+    "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS",
     "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET", "LAKEHOUSE_S3_PREFIX",
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
@@ -284,6 +290,8 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
                                      "use key=value pairs separated by commas (a value may hold commas) or a "
                                      'JSON object, e.g. spark.executor.cores=2,spark.jars=a.jar,b.jar or '
                                      '{"spark.jars": "a.jar,b.jar"}'),
+        engine=read.choice("LAKEHOUSE_ENGINE", "auto", ENGINE),
+        engine_idle_seconds=read.positive_int("LAKEHOUSE_ENGINE_IDLE_SECONDS", 1800, 7 * 86400),
         sqlite_jdbc_jar=Path(jar) if jar else None,
         iceberg_provided=read.flag("LAKEHOUSE_ICEBERG_PROVIDED"),
         s3_bucket=bucket,

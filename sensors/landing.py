@@ -19,6 +19,7 @@ from typing import Callable
 
 import dagster as dg
 
+from lakehouse import engine
 from lakehouse.contracts import Entity
 from lakehouse.ingestion import IngestionIndex, read_log
 from lakehouse.landing import LandedFile, LandingZone
@@ -231,6 +232,10 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             f"{len(requests)} run requests for {sum(int(r.tags['lakehouse/files']) for r in requests)} files; "
             f"{len(in_flight)} in flight; tick {time.perf_counter() - started:.2f}s"
         )
+        if (requests or in_flight) and engine.wanted(settings):
+            # The sensor supervises the warm engine: started (or started again after a crash) when there is work,
+            # without waiting; the runs it requests wait for it to answer.
+            engine.start(settings, wait=False)
         cursor = json.dumps({"in_flight": {uri: vars(v) for uri, v in in_flight.items()}})
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 

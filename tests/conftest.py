@@ -15,7 +15,7 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "socialgrep-meirl"
 # The suite runs on two xdist workers, a file per worker at a time (pyproject.toml): the files that take longest
 # (real processes: Pipes jobs, the daemon, a cluster, the CLI) go first, so both workers finish together.
-SLOWEST_FIRST = ("test_pipes.py", "test_daemon.py", "test_cluster.py", "test_operations.py", "test_cli.py",
+SLOWEST_FIRST = ("test_pipes.py", "test_daemon.py", "test_cluster.py", "test_operations.py", "test_engine.py", "test_cli.py",
                  "test_recovery.py", "test_end_to_end.py", "test_checks.py", "test_bad_input.py")
 
 
@@ -29,12 +29,15 @@ def lakehouse_env(tmp_path_factory):
     """Isolate the developer's own lakehouse and Dagster home from the tests."""
     home = tmp_path_factory.mktemp("lakehouse")
     saved = {k: os.environ.get(k) for k in ("LAKEHOUSE_HOME", "LAKEHOUSE_ENV", "DAGSTER_HOME",
-                                            "LAKEHOUSE_SPARK_QUICK_JIT")}
+                                            "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_ENGINE")}
     os.environ["LAKEHOUSE_HOME"] = str(home)
     os.environ["LAKEHOUSE_ENV"] = "local"
     # Test data is small: every JVM the tests start (theirs, the CLI's, the daemon's runs, Pipes jobs) starts with
     # the quick C1-only JIT, which finishes small batches sooner (CONVENTIONS.md, measured trade-offs).
     os.environ["LAKEHOUSE_SPARK_QUICK_JIT"] = "on"
+    # Runs start their own driver unless a test wants the warm engine (tests/test_engine.py, the daemon test):
+    # a sensor would otherwise leave an engine behind for every temporary lakehouse.
+    os.environ["LAKEHOUSE_ENGINE"] = "off"
     os.environ.pop("DAGSTER_HOME", None)
     yield home
     for key, value in saved.items():

@@ -29,23 +29,32 @@ REPO = Path(__file__).resolve().parents[1]
 MATERIALIZE = ["dagster", "asset", "materialize", "-m", "lakehouse_assets.definitions", "--select", "*"]
 
 
+class Landed:
+    """Lands small generated batches (a new seed each: new ids, some repeated) and remembers every file."""
+
+    def __init__(self, home: Path, scratch: Path, posts: int = 80, comments: int = 240):
+        self.zone, self.scratch, self.sizes = LocalLandingZone(home / "landing"), scratch, (posts, comments)
+        self.posts: list[Path] = []
+        self.comments: list[Path] = []
+
+    def land(self, seed: int) -> None:
+        files = generate(self.scratch / f"gen{seed}", posts=self.sizes[0], comments=self.sizes[1], files=1,
+                         seed=seed, days=2, subreddits=2, repeat_share=0.1, id_offset=seed * 1000)
+        for path in files.posts:
+            self.zone.land(path, Entity.POST)
+            self.posts.append(path)
+        for path in files.comments:
+            self.zone.land(path, Entity.COMMENT)
+            self.comments.append(path)
+
+
 def test_runs_killed_in_each_layer_leave_nothing_stuck(tmp_path):
     home = tmp_path / "lh"
     env = {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     subprocess.run([str(BIN / "lakehouse"), "init"], env=env, check=True, capture_output=True)
     assert "default_limit: 1" in (home / "dagster" / "dagster.yaml").read_text()  # one slot: a dead run blocks
-    zone = LocalLandingZone(home / "landing")
-    posts, comments = [], []
-
-    def land_more(seed: int) -> None:
-        files = generate(tmp_path / f"gen{seed}", posts=80, comments=240, files=1, seed=seed, days=2, subreddits=2,
-                         repeat_share=0.1, id_offset=seed * 1000)
-        for path in files.posts:
-            zone.land(path, Entity.POST)
-            posts.append(path)
-        for path in files.comments:
-            zone.land(path, Entity.COMMENT)
-            comments.append(path)
+    landed = Landed(home, tmp_path)
+    land_more, posts, comments = landed.land, landed.posts, landed.comments
 
     killed = []
     for seed, point in enumerate(("bronze", "silver", "gold"), start=1):

@@ -1,0 +1,160 @@
+"""The warm engine (lakehouse/engine.py): runs attach to one long-lived Spark driver, each in a session of its own;
+a run that crashes leaves the engine serving; without an engine (absent, stopped, restarted) runs start their own
+driver and the tables come out the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lakehouse.settings import load_settings
+from tests import expected as exp
+from tests.test_end_to_end import assert_gold_matches
+from tests.test_recovery import Landed
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions", "--select", "*"]
+
+
+@pytest.fixture
+def home(tmp_path):
+    home = tmp_path / "lh"
+    env = {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           "LAKEHOUSE_ENGINE": "auto", "LAKEHOUSE_ENGINE_IDLE_SECONDS": "300"}
+    subprocess.run([str(BIN / "lakehouse"), "init"], env=env, check=True, capture_output=True)
+    yield home, env
+    subprocess.run([str(BIN / "lakehouse"), "engine", "stop"], env=env, capture_output=True)
+
+
+def lakehouse_cli(env, *args) -> str:
+    done = subprocess.run([str(BIN / "lakehouse"), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def engine_status(env) -> dict:
+    return json.loads(lakehouse_cli(env, "engine", "status"))
+
+
+def materialize(env) -> str:
+    done = subprocess.run(MATERIALIZE, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_runs_share_the_engine_survive_a_crashed_run_and_fall_back_without_it(home, tmp_path):
+    home, env = home
+    landed = Landed(home, tmp_path, posts=60, comments=180)
+    land, posts, comments = landed.land, landed.posts, landed.comments
+
+    settings = load_settings({"LAKEHOUSE_HOME": str(home)})
+    lakehouse_cli(env, "engine", "start")
+    engine = engine_status(env)
+    assert engine["running"] and engine["generation"] == 1
+
+    # A run on the engine attaches (no driver of its own).
+    land(1)
+    assert f"a session on the warm engine (pid {engine['pid']}" in materialize(env)
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+
+    # A run killed while attached (mid-Silver): the engine cancels what it left running and goes on serving.
+    land(2)
+    marker = tmp_path / "stopped-silver"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.killable", "silver", str(marker), "dagster", *MATERIALIZE[1:]],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never reached Silver"
+        time.sleep(0.3)
+    assert list((home / "engine" / "leases").glob("*.json"))  # the run was attached when it died
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)
+    after = engine_status(env)
+    assert after["running"] and after["pid"] == engine["pid"] and after["attached"] == []
+    assert "died while attached" in (home / "engine" / "engine.log").read_text()
+    assert f"a session on the warm engine (pid {engine['pid']}" in materialize(env)  # repairs the dead run's batch
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+
+    # No engine: the run starts its own driver and gives the same tables.
+    lakehouse_cli(env, "engine", "stop")
+    assert not engine_status(env)["running"]
+    land(4)
+    out = materialize(env)
+    assert "no warm engine to attach to" in out and "warm engine (pid" not in out
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+
+    # A new engine (what the sensor does when it finds none): the next run attaches to it.
+    lakehouse_cli(env, "engine", "start")
+    restarted = engine_status(env)
+    assert restarted["running"] and restarted["pid"] != engine["pid"]
+    land(5)
+    assert f"a session on the warm engine (pid {restarted['pid']}" in materialize(env)
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+
+
+SESSIONS = """
+import json, sys
+from lakehouse import engine
+from lakehouse.settings import load_settings
+from lakehouse.spark import spark_conf
+
+settings = load_settings()
+conf = spark_conf(settings)
+first = engine.attach(settings, conf, "one")
+first.session.range(3).createOrReplaceTempView("mine")
+first.session.conf.set("spark.sql.shuffle.partitions", "7")
+second = engine.attach(settings, conf, "two")
+print(json.dumps({"second_sees_view": second.session.catalog.tableExists("mine"),
+                  "second_partitions": second.session.conf.get("spark.sql.shuffle.partitions"),
+                  "first_count": first.session.table("mine").count(),
+                  "same_driver": first.session.sparkContext.applicationId == second.session.sparkContext.applicationId}))
+"""
+
+
+def test_each_attached_run_has_its_own_session(home):
+    home, env = home
+    lakehouse_cli(env, "engine", "start")
+    done = subprocess.run([sys.executable, "-c", SESSIONS], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == {"second_sees_view": False, "second_partitions": "4", "first_count": 3, "same_driver": True}
+
+
+def test_an_engine_with_other_settings_is_not_used_and_an_idle_engine_stops(home):
+    home, env = home
+    lakehouse_cli(env, "engine", "start")
+    other = {**env, "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS": "9"}
+    done = subprocess.run([sys.executable, "-c", "from lakehouse import engine; from lakehouse.settings import "
+                           "load_settings; from lakehouse.spark import spark_conf; s = load_settings(); "
+                           "print(engine.attach(s, spark_conf(s), 'x') is None)"],
+                          env=other, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    lakehouse_cli(env, "engine", "stop")
+    idle = {**env, "LAKEHOUSE_ENGINE_IDLE_SECONDS": "2"}
+    lakehouse_cli(idle, "engine", "start")
+    deadline = time.monotonic() + 60
+    while engine_status(env)["running"]:
+        assert time.monotonic() < deadline, "an idle engine kept running"
+        time.sleep(1)
+    assert "idle for 2 s: stopping" in (home / "engine" / "engine.log").read_text()
+
+
+def test_the_engine_serves_the_embedded_default_only(home):
+    home, env = home
+    for extra in ({"LAKEHOUSE_SPARK_MASTER": "spark://127.0.0.1:7077"}, {"LAKEHOUSE_ENGINE": "off"},
+                  {"LAKEHOUSE_COMPUTE": "subprocess"}):
+        done = subprocess.run([str(BIN / "lakehouse"), "engine", "start"], env={**env, **extra},
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and "embedded default only" in done.stderr, extra
