@@ -266,6 +266,18 @@ def cmd_refresh(args) -> int:
     return status
 
 
+def cmd_maintain(args) -> int:
+    config = {"retention_hours": args.retention_hours or 0, "compact": not args.no_compact,
+              "remove_orphans": not args.no_orphans}
+    result, status = _run_job("table_maintenance", {"ops": {"maintain_tables": {"config": config}}}, args)
+    if status == 0:
+        for m in result.output_for_node("maintain_tables"):
+            print(f"{m['table']:28} files {m['data_files_before']:>6} -> {m['data_files_after']:<6} "
+                  f"snapshots {m['snapshots_before']:>5} -> {m['snapshots_after']:<5} "
+                  f"(kept for marks: {m['kept_for_marks']})")
+    return status
+
+
 def cmd_status(args) -> int:
     from lakehouse.catalog import catalog_for
     from lakehouse_assets import status
@@ -367,6 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     accept.add_argument("check", help="the check, e.g. primary_key_unique")
     accept.add_argument("--revoke", action="store_true", help="take the acceptance back")
     accept.set_defaults(func=cmd_accept)
+
+    maintain = operator("maintain", "compact small files, rewrite manifests, expire old snapshots (the hourly "
+                        "table_maintenance job)", why_required=False)
+    maintain.add_argument("--retention-hours", type=int, help="history kept for time travel "
+                          "(default LAKEHOUSE_SNAPSHOT_RETENTION_HOURS)")
+    maintain.add_argument("--no-compact", action="store_true", help="only expire snapshots")
+    maintain.add_argument("--no-orphans", action="store_true", help="skip the listing for orphan files")
+    maintain.set_defaults(func=cmd_maintain)
 
     operator("refresh", "rebuild Silver and Gold from Bronze (after a cleaning rule or a Gold formula changed)",
              why_required=False).set_defaults(func=cmd_refresh)

@@ -593,8 +593,12 @@ def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | Non
     base = tables.snapshot_id(spark, gold_table)
     marks = tables.table_properties(spark, gold_table)
     read_mark = marks.get(tables.READ_SNAPSHOT_PREFIX + silver_table)
-    # Without the Silver snapshot it last read (a table Gold wrote before it kept one), Gold cannot tell what Silver
-    # lost since: one full pass.
+    # Without the Silver snapshot it last read (a table Gold wrote before it kept one, or one that has since left
+    # Silver's history), Gold cannot tell what Silver lost since: one full pass.
+    if read_mark is not None and _lineage_after(spark, silver_table, read_mark) is None:
+        log.warning("%s: the Silver snapshot it last read (%s) is no longer in %s's history; one full pass",
+                    gold_table, read_mark, silver_table)
+        read_mark = None
     since = marks.get(tables.WATERMARK_PREFIX + silver_table) if read_mark else None
     changes = changes_since(spark, silver_table, since)
     removed = _removed_rows(spark, changes, read_mark)
@@ -709,14 +713,18 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     changes = (post_changes, comment_changes)
     removed = {c.table: r for c in changes
                if (r := _removed_rows(spark, c, marks.get(tables.READ_SNAPSHOT_PREFIX + c.table))) is not None}
-    if not any(c.pending for c in changes) and not removed:
+    # A Silver snapshot last read that has left Silver's history (expired, rolled back): what Silver lost since
+    # cannot be told, so everything is recomputed, even with no new change.
+    expired = [c.table for c in changes if (m := marks.get(tables.READ_SNAPSHOT_PREFIX + c.table)) is not None
+               and _lineage_after(spark, c.table, m) is None]
+    if not any(c.pending for c in changes) and not removed and not expired:
         return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
     # Posts keep their post_engagement key (their id); everything else can move.
     movable = changes if table_key == "subreddit_daily" else (comment_changes,)
     before = {c.table: _as_last_read(spark, c, marks.get(tables.READ_SNAPSHOT_PREFIX + c.table))
               for c in movable if c.pending and c.since is not None}
     # No watermark, or the Silver version last read is gone (rolled back, expired): recompute everything.
-    full = any(c.since is None for c in changes) or any(b is None for b in before.values())
+    full = any(c.since is None for c in changes) or any(b is None for b in before.values()) or bool(expired)
     result = GoldResult(gold_table, full_rebuild=full)
     posts, comments = post_changes.table_rows(spark), comment_changes.table_rows(spark)
     keys = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from lakehouse.settings import load_settings
-from lakehouse_assets import bronze, checks, gold, operations, silver
+from lakehouse_assets import bronze, checks, gold, maintenance, operations, silver
 from resources import resources_for
 import sensors
 
@@ -17,6 +17,7 @@ defs = dg.Definitions.merge(
     gold.defs,
     checks.defs,
     operations.defs,
+    maintenance.defs,
     sensors.defs,
     dg.Definitions(
         resources=resources_for(settings),

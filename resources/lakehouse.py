@@ -25,6 +25,7 @@ class LakehouseResource(dg.ConfigurableResource):
     athena_output_location: str | None = None
     # The quarantine_rate checks warn when more than this share of a batch's rows is quarantined, per entity.
     quarantine_max_rate: dict[str, float] = dict(DEFAULT_QUARANTINE_MAX_RATE)
+    snapshot_retention_hours: int = 168  # table maintenance's time-travel window
 
     @classmethod
     def from_settings(cls, settings: LakehouseSettings) -> "LakehouseResource":
@@ -34,6 +35,7 @@ class LakehouseResource(dg.ConfigurableResource):
             glue_warehouse=settings.glue_warehouse, athena_workgroup=settings.athena_workgroup,
             athena_output_location=settings.athena_output_location,
             quarantine_max_rate=settings.quarantine_max_rate,
+            snapshot_retention_hours=settings.snapshot_retention_hours,
         )
 
     @property
@@ -43,6 +45,7 @@ class LakehouseResource(dg.ConfigurableResource):
             aws_region=self.aws_region, aws_endpoint=self.aws_endpoint, glue_warehouse=self.glue_warehouse,
             athena_workgroup=self.athena_workgroup, athena_output_location=self.athena_output_location,
             quarantine_max_rate=dict(self.quarantine_max_rate),
+            snapshot_retention_hours=self.snapshot_retention_hours,
         )
 
     def catalog(self):

@@ -1,0 +1,150 @@
+"""Table maintenance: what keeps a lakehouse fed by micro-batches as fast after 1,000 runs as after one.
+
+Every run adds snapshots, manifests and small data files to the tables it writes, and Iceberg keeps them all until
+told otherwise. Per table, with Iceberg's own Spark procedures:
+1. `rewrite_data_files`: small data files compacted (bin-pack), once a table has enough of them.
+2. `rewrite_manifests`: one manifest per partition spec instead of one per commit.
+3. `expire_snapshots`: snapshots older than the retention leave the history, with the files only they held.
+4. `remove_orphan_files`: files no snapshot references (a commit that failed), older than three days.
+
+What must never expire: a snapshot an incremental mark names (Silver's position in Bronze, the Silver snapshot a
+Gold table last read, a check's verified position), and a Bronze batch the ingestion log has not settled yet. The
+incremental code walks the history from a mark to the current snapshot, so the whole chain from the oldest such
+snapshot on stays: `older_than` is the earlier of the retention cutoff and that snapshot's time. Marks are found
+by value (every `lakehouse.*` property holding a snapshot id of the table), so a new kind of mark is protected
+without a change here. Should a mark's snapshot be gone anyway (an expiry by hand), the step that reads it falls
+back to one full pass (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from pyspark.sql import SparkSession
+
+from lakehouse import tables
+from lakehouse.contracts import ALL_TABLES, BRONZE
+from lakehouse.settings import CATALOG_NAME
+
+log = logging.getLogger(__name__)
+
+# Compact once a table (partition) has this many files smaller than 3/4 of the target size.
+MIN_INPUT_FILES = 8
+TARGET_FILE_BYTES = 128 * 2**20
+MIN_MANIFESTS = 8  # a manifest per commit adds up; below this, a rewrite is a commit for nothing
+RETAIN_LAST = 5  # snapshots always kept, however young the table
+ORPHAN_AGE = timedelta(days=3)  # files this old that no snapshot names are left by failed commits
+_NUMBER = re.compile(r"-?\d{6,}")
+
+
+@dataclass
+class TableMaintenance:
+    table: str
+    data_files_before: int = 0
+    data_files_after: int = 0
+    rewritten_files: int = 0
+    added_files: int = 0
+    rewritten_manifests: int = 0
+    snapshots_before: int = 0
+    snapshots_after: int = 0
+    expired_data_files: int = 0
+    orphan_files: int = 0
+    kept_for_marks: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "kept_for_marks"} | {
+            "kept_for_marks": len(self.kept_for_marks)}
+
+
+def marked_snapshots(spark: SparkSession) -> set[int]:
+    """Every number a `lakehouse.*` table property holds (marks are snapshot ids, or JSON holding them)."""
+    found: set[int] = set()
+    for contract in ALL_TABLES:
+        for key, value in tables.table_properties(spark, contract.identifier).items():
+            if key.startswith("lakehouse."):
+                found.update(int(n) for n in _NUMBER.findall(value if isinstance(value, str) else json.dumps(value)))
+    return found
+
+
+def _unsettled(spark: SparkSession, table: str) -> set[int]:
+    from lakehouse import pipeline
+
+    for entity, contract in BRONZE.items():
+        if contract.identifier == table:
+            entries = pipeline.log_entries(spark, entity)
+            return {u.snapshot_id for u in pipeline.unsettled_batches(tables.snapshots(spark, table), entries)}
+    return set()
+
+
+def _data_files(spark: SparkSession, table: str) -> int:
+    return spark.sql(f"SELECT count(*) AS n FROM {table}.files").first().n
+
+
+def _all_snapshots(spark: SparkSession, table: str) -> list[tuple[int, datetime]]:
+    return [(r.snapshot_id, r.committed_at) for r in
+            spark.sql(f"SELECT snapshot_id, committed_at FROM {table}.snapshots ORDER BY committed_at").collect()]
+
+
+def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks: set[int],
+                   now: datetime | None = None, compact: bool = True, remove_orphans: bool = True,
+                   min_input_files: int = MIN_INPUT_FILES, retain_last: int = RETAIN_LAST) -> TableMaintenance:
+    """Compact, rewrite manifests and expire one table's history, keeping what the marks need."""
+    result = TableMaintenance(table)
+    if tables.current_snapshot(spark, table) is None:
+        return result
+    result.data_files_before = _data_files(spark, table)
+    call = f"CALL {CATALOG_NAME}.system"
+    if compact:
+        row = spark.sql(
+            f"{call}.rewrite_data_files(table => '{table}', options => map("
+            f"'min-input-files', '{min_input_files}', 'target-file-size-bytes', '{TARGET_FILE_BYTES}', "
+            "'partial-progress.enabled', 'false'))").first()
+        result.rewritten_files, result.added_files = row.rewritten_data_files_count, row.added_data_files_count
+        if spark.sql(f"SELECT count(*) AS n FROM {table}.manifests").first().n >= MIN_MANIFESTS:
+            row = spark.sql(f"{call}.rewrite_manifests(table => '{table}')").first()
+            result.rewritten_manifests = row.rewritten_manifests_count
+    history = _all_snapshots(spark, table)
+    result.snapshots_before = len(history)
+    ids = {sid for sid, _ in history}
+    protected = (marks & ids) | _unsettled(spark, table)
+    result.kept_for_marks = sorted(protected)
+    cutoff = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - retention
+    times = dict(history)
+    if protected:  # the chain from the oldest marked snapshot to the current one stays whole
+        cutoff = min(cutoff, min(times[s] for s in protected if s in times))
+    # The procedure costs seconds even when it has nothing to do: ask the snapshot list first.
+    if len(history) > retain_last and any(at < cutoff for _, at in history[:-retain_last]):
+        row = spark.sql(
+            f"{call}.expire_snapshots(table => '{table}', older_than => TIMESTAMP '{cutoff.isoformat(sep=' ')}', "
+            f"retain_last => {retain_last})").first()
+        result.expired_data_files = row.deleted_data_files_count
+        result.snapshots_after = len(_all_snapshots(spark, table))
+    else:
+        result.snapshots_after = len(history)
+    if remove_orphans:
+        orphans_before = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - ORPHAN_AGE
+        result.orphan_files = len(spark.sql(
+            f"{call}.remove_orphan_files(table => '{table}', older_than => TIMESTAMP "
+            f"'{orphans_before.isoformat(sep=' ')}')").collect())
+    result.data_files_after = _data_files(spark, table)
+    return result
+
+
+def maintain(spark: SparkSession, retention: timedelta, compact: bool = True, remove_orphans: bool = True,
+             now: datetime | None = None, min_input_files: int = MIN_INPUT_FILES,
+             retain_last: int = RETAIN_LAST) -> list[TableMaintenance]:
+    """Maintain every lakehouse table (run in the `lakehouse` pool: never beside a run that writes)."""
+    tables.ensure_tables(spark)
+    marks = marked_snapshots(spark)
+    done = []
+    for contract in ALL_TABLES:
+        result = maintain_table(spark, contract.identifier, retention, marks, now=now, compact=compact,
+                                remove_orphans=remove_orphans, min_input_files=min_input_files,
+                                retain_last=retain_last)
+        log.info("maintained %s: %s", contract.identifier, result.summary())
+        done.append(result)
+    return done

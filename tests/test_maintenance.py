@@ -1,0 +1,117 @@
+"""Table maintenance (lakehouse/maintenance.py, the table_maintenance job): small files compacted, manifests
+rewritten, old snapshots expired; time travel within the retention and every incremental mark survive it, and a
+mark whose snapshot is gone anyway (an expiry by hand) makes the step that reads it do one full pass."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from lakehouse import maintenance, pipeline, tables
+from lakehouse.contracts import Entity
+from lakehouse.generator import generate
+from tests import expected as exp
+from tests.test_checks import all_outcomes
+from tests.test_end_to_end import assert_gold_matches
+from tests.test_operations import instance, materialize  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+
+
+def land_batches(zone, tmp_path, count: int, start: int = 1) -> tuple[list, list]:
+    posts, comments = [], []
+    for seed in range(start, start + count):
+        files = generate(tmp_path / f"g{seed}", posts=40, comments=120, files=1, seed=seed, days=3, subreddits=2,
+                         repeat_share=0, id_offset=seed * 1000)
+        zone.land(files.posts[0], Entity.POST)
+        zone.land(files.comments[0], Entity.COMMENT)
+        posts += files.posts
+        comments += files.comments
+    return posts, comments
+
+
+def test_maintenance_compacts_and_expires_keeping_time_travel_and_marks(spark, settings, lakehouse, instance,
+                                                                       tmp_path):
+    from lakehouse_assets.definitions import defs
+
+    posts, comments = [], []
+    for seed in (1, 2):
+        p, c = land_batches(lakehouse, tmp_path, 1, start=seed)
+        posts, comments = posts + p, comments + c
+        assert materialize(instance).success
+        if seed == 1:
+            first = tables.snapshot_id(spark, "silver.posts")
+            first_rows = spark.table("silver.posts").count()
+    files_before = spark.sql("SELECT count(*) FROM silver.posts.files").first()[0]
+
+    job = defs.resolve_job_def("table_maintenance")
+    config = {"ops": {"maintain_tables": {"config": {"min_input_files": 2}}}}
+    result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+    assert result.success
+    done = {m["table"]: m for m in result.output_for_node("maintain_tables")}
+    # Two runs wrote a file into each day of Silver; compaction leaves one per day.
+    assert done["silver.posts"]["data_files_before"] == files_before
+    assert done["silver.posts"]["data_files_after"] < files_before
+    assert spark.sql("SELECT count(*) FROM silver.posts.files").first()[0] == done["silver.posts"]["data_files_after"]
+    # Within the retention (a week by default) time travel still reaches the first run's Silver.
+    assert tables.at_snapshot(spark, "silver.posts", first).count() == first_rows
+
+    # Expiring everything the retention allows (none) keeps every snapshot a mark names, and the chain after it.
+    marks = maintenance.marked_snapshots(spark)
+    before_lineage = {t: tables.snapshots(spark, t) for t in ("bronze.posts", "silver.posts", "silver.comments")}
+    maintenance.maintain(spark, timedelta(0), compact=False, remove_orphans=True, retain_last=1)
+    for table in ("bronze.posts", "silver.posts", "silver.comments"):
+        lineage = [s.snapshot_id for s in tables.snapshots(spark, table)]
+        before = {s.snapshot_id for s in before_lineage[table]}
+        named = marks & before
+        assert named, table  # some mark names a snapshot of each of these tables
+        assert named <= set(lineage), table  # ... and it survived, with the chain from it to the current one
+        oldest = min(i for i, s in enumerate(before_lineage[table]) if s.snapshot_id in named)
+        assert lineage == [s.snapshot_id for s in before_lineage[table][oldest:]], table
+    with pytest.raises(Exception):  # beyond the retention: the first snapshot is gone, as asked
+        tables.at_snapshot(spark, "silver.posts", first).count()
+
+    # The pipeline goes on incrementally after maintenance, and the checks pass.
+    p, c = land_batches(lakehouse, tmp_path, 1, start=3)
+    posts, comments = posts + p, comments + c
+    assert materialize(instance).success
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+    assert {k: o.summary for k, o in all_outcomes(spark).items() if not o.passed} == {}
+
+
+def expire_by_hand(spark, *names: str) -> None:
+    """What an operator (or another tool) may do: expire every snapshot but the current one, marks or not."""
+    now = spark.sql("SELECT date_format(current_timestamp() + INTERVAL 1 SECOND, 'yyyy-MM-dd HH:mm:ss')").first()[0]
+    for table in names:
+        spark.sql(f"CALL lakehouse.system.expire_snapshots(table => '{table}', "
+                  f"older_than => TIMESTAMP '{now}', retain_last => 1)")
+
+
+def test_an_expired_mark_falls_back_to_a_full_pass(spark, settings, lakehouse, instance, tmp_path):
+    posts, comments = land_batches(lakehouse, tmp_path, 2)
+    assert materialize(instance).success
+    # Every mark's snapshot gone: Silver's positions in Bronze, Gold's read-snapshots of Silver, verified marks.
+    expire_by_hand(spark, "bronze.posts", "bronze.comments", "silver.posts", "silver.comments")
+    p, c = land_batches(lakehouse, tmp_path, 1, start=3)
+    posts, comments = posts + p, comments + c
+    assert materialize(instance).success
+    # Silver re-read all of Bronze and holds no row twice; Gold and every check agree.
+    assert spark.sql("SELECT count(*), count(DISTINCT id) FROM silver.posts").first() == (
+        len(exp.read_rows(posts)), len(exp.read_rows(posts)))
+    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+    assert {k: o.summary for k, o in all_outcomes(spark).items() if not o.passed} == {}
+
+    # Rows taken out of Silver after Gold read it, and Gold's snapshot of Silver then expired: Gold cannot compare
+    # with what it read, so it compares everything (before, it kept the rows).
+    gone = [r.id for r in spark.sql("SELECT id FROM silver.posts ORDER BY id LIMIT 3").collect()]
+    spark.sql(f"DELETE FROM silver.posts WHERE id IN ({', '.join(repr(i) for i in gone)})")
+    expire_by_hand(spark, "silver.posts")
+    result = pipeline.update_gold_entity(spark, "posts")
+    assert result.full_rebuild and result.rows_deleted == 3
+    held = {r.post_id for r in spark.sql("SELECT post_id FROM gold.posts").collect()}
+    assert not held & set(gone) and len(held) == spark.table("silver.posts").count()
+    for table_key in ("subreddit_daily", "post_engagement"):
+        pipeline.update_gold_aggregate(spark, table_key)
+    assert spark.sql("SELECT sum(posts) FROM gold.subreddit_daily").first()[0] == spark.table("silver.posts").count()
+    assert not {r.post_id for r in spark.sql("SELECT post_id FROM gold.post_engagement").collect()} & set(gone)
