@@ -101,10 +101,10 @@ def main() -> int:
         for entity, select in (("post", "bronze/posts*"), ("comment", "bronze/comments*")):
             for engine in ("auto", "off"):
                 n += 1
-                offset = 60_000_000 + n * 100_000
+                offset = 60_000_000 + (int(time.time()) % 10_000) * 1_000_000 + n * 100_000
                 new = generate(scratch / str(n), posts=10_000 if entity == "post" else 0,
                                comments=10_000 if entity == "comment" else 0, files=1, seed=100 + n,
-                               id_offset=offset, prefix=f"increment{n}", repeat_share=0)
+                               id_offset=offset, prefix=f"increment{int(time.time())}-{n}", repeat_share=0)
                 source = (new.posts if entity == "post" else new.comments)[0]
                 shutil.copy(source, home / "landing" / "input" / entity / source.name)
                 run = materialize(home, select, engine, home / f"inc-{n}.log")

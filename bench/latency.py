@@ -12,7 +12,9 @@ import argparse
 import json
 import statistics
 import sys
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +27,10 @@ from lakehouse.landing import LocalLandingZone  # noqa: E402
 from lakehouse.catalog import catalog_for  # noqa: E402
 from lakehouse.query import QueryEngine  # noqa: E402
 from lakehouse.settings import load_settings  # noqa: E402
-from tests.daemon import DagsterServices  # noqa: E402
+from tests.daemon import BIN, DagsterServices  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from measure import tree_rss_bytes  # noqa: E402
 
 
 def gold_posts(home: Path) -> int:
@@ -36,11 +41,33 @@ def gold_posts(home: Path) -> int:
         return 0
 
 
+def _engine_pid(home: Path) -> int | None:
+    try:
+        return json.loads((home / "engine" / "connection.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def data_files(home: Path) -> dict[str, int]:
+    """Data files of each table's current snapshot (what readers open), from the catalog's metadata."""
+    catalog = catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)}))
+    out = {}
+    for ns in ("bronze", "silver", "gold"):
+        for ident in catalog.list_tables(ns):
+            table = catalog.load_table(ident)
+            snap = table.current_snapshot()
+            out[".".join(ident)] = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap else 0
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--interval", type=int, default=2, help="sensor interval, seconds")
+    parser.add_argument("--maintain-every", type=int, default=0,
+                        help="run table maintenance after every N files (the soak: what the hourly job does)")
+    parser.add_argument("--out", help="write the result (with every latency in landing order) here as JSON")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lakehouse-latency-"))
@@ -53,10 +80,20 @@ def main() -> int:
         files.append(out.posts[0])
     zone = LocalLandingZone(home / "landing")
     latencies = []
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample(roots: list[int]) -> None:  # the daemon's whole tree (code server, runs) and the engine
+        while not sampling.wait(0.5):
+            engine_pid = _engine_pid(home)
+            peak[0] = max(peak[0], sum(tree_rss_bytes(p) for p in roots + ([engine_pid] if engine_pid else [])))
+
     with DagsterServices(home, sensor_interval=args.interval, webserver=False) as dagster:
+        sampler = threading.Thread(target=sample, args=([p.pid for p in dagster.procs],), daemon=True)
+        sampler.start()
         zone.ensure_layout()
         expected = 0
-        for path in files:
+        for n, path in enumerate(files, start=1):
             landed = time.perf_counter()
             zone.land(path, Entity.POST)
             before = expected
@@ -65,11 +102,26 @@ def main() -> int:
             latencies.append(time.perf_counter() - landed)
             expected = gold_posts(home)
             print(f"{path.name}: {latencies[-1]:.1f}s (gold.posts = {expected:,})", file=sys.stderr)
-    latencies.sort()
+            if args.maintain_every and n % args.maintain_every == 0:
+                done = subprocess.run([str(BIN / "lakehouse"), "maintain", "--no-orphans"], env=dagster.env,
+                                      capture_output=True, text=True)
+                print(done.stdout if done.returncode == 0 else done.stderr[-2000:], file=sys.stderr)
+        files_per_table = data_files(home)
+        sampling.set()
+    in_order = [round(x, 1) for x in latencies]
+    latencies = sorted(latencies)
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
-    print(json.dumps({"files": len(latencies), "rows_per_file": args.rows, "sensor_interval_s": args.interval,
-                      "median_s": round(statistics.median(latencies), 1), "p95_s": round(p95, 1),
-                      "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1)}))
+    window = min(20, len(in_order) // 2) or 1
+    result = {"files": len(latencies), "rows_per_file": args.rows, "sensor_interval_s": args.interval,
+              "median_s": round(statistics.median(latencies), 1), "p95_s": round(p95, 1),
+              "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1),
+              f"median_first_{window}_s": statistics.median(in_order[:window]),
+              f"median_last_{window}_s": statistics.median(in_order[-window:]),
+              "peak_rss_gib_daemon_runs_engine": round(peak[0] / 2**30, 2),
+              "data_files_per_table": files_per_table, "latencies_in_order_s": in_order}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
     return 0
 
 

@@ -24,7 +24,7 @@ def free_port() -> int:
 class DagsterServices:
     """`dagster-daemon run` and `dagster-webserver` for one lakehouse home, stopped on exit."""
 
-    def __init__(self, home: Path, sensor_interval: int = 2, webserver: bool = True):
+    def __init__(self, home: Path, sensor_interval: int = 2, webserver: bool = True, engine: bool = True):
         self.home = Path(home)
         self.port = free_port()
         self.env = {
@@ -32,6 +32,8 @@ class DagsterServices:
             "LAKEHOUSE_HOME": str(self.home),
             "DAGSTER_HOME": str(self.home / "dagster"),
             "LAKEHOUSE_SENSOR_INTERVAL": str(sensor_interval),
+            # As deployed: the sensor starts the warm engine and runs attach to it (stopped on exit).
+            "LAKEHOUSE_ENGINE": "auto" if engine else "off",
         }
         self.webserver = webserver
         self.procs: list[subprocess.Popen] = []
@@ -56,6 +58,7 @@ class DagsterServices:
         return self
 
     def __exit__(self, *exc) -> None:
+        subprocess.run([str(BIN / "lakehouse"), "engine", "stop"], env=self.env, capture_output=True)
         for proc in self.procs:
             try:
                 os.killpg(proc.pid, 15)

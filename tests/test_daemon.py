@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 import dagster as dg
@@ -17,7 +19,7 @@ from lakehouse.query import QueryEngine
 from lakehouse.settings import load_settings
 from tests import expected as exp
 from resources.runs import WORKER_TAG
-from tests.daemon import DagsterServices
+from tests.daemon import BIN, DagsterServices
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +77,10 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
             == [(want_posts, want_comments)],
             timeout=300, what="Gold to hold the landed rows",
         )
+        # The sensor started the warm engine, and the runs attached to it.
+        engine = json.loads(subprocess.run([str(BIN / "lakehouse"), "engine", "status"], env=dagster.env,
+                                           capture_output=True, text=True, check=True).stdout)
+        assert engine["running"], engine
         engagement = dict(gold_query(home, "SELECT post_id, comments FROM gold.post_engagement"))
         assert engagement == {k: v["comments"] for k, v in want["post_engagement"].items()}
 
@@ -117,6 +123,11 @@ def test_files_landed_reach_gold_by_themselves(tmp_path):
             dagster.wait(lambda: gold_query(home, "SELECT sum(posts) FROM gold.subreddit_daily") == [(20_300,)],
                          timeout=400, what="the killed run's file to reach Gold through a new run")
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        # The killed run was attached to the engine: the engine cancelled its jobs and went on serving.
+        after = json.loads(subprocess.run([str(BIN / "lakehouse"), "engine", "status"], env=dagster.env,
+                                          capture_output=True, text=True, check=True).stdout)
+        assert after["running"] and after["pid"] == engine["pid"], (engine, after)
+        assert "died while attached" in (home / "engine" / "engine.log").read_text()
         assert gold_query(home, "SELECT count(*), count(DISTINCT _source_row) FROM bronze.posts "
                                 "WHERE _source_uri LIKE '%-s12-%'") == [(20_000, 20_000)]  # once, not twice
 
