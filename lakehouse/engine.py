@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_ATTACHES = 200  # runs served before the driver is recycled (at the next idle moment)
 HEAP_RECYCLE_SHARE = 0.6  # used heap after a full GC, as a share of the maximum, that asks for a recycle
 START_TIMEOUT_SECONDS = 180
+RESTART_BACKOFF_SECONDS = 60  # between two starts by the sensor (an engine that cannot start is not retried hot)
 POLL_SECONDS = 1.0
 
 
@@ -239,6 +240,10 @@ def start(settings: LakehouseSettings, wait: bool = True) -> Connection | None:
         starting = _starting_pid(settings)
         if starting is not None:  # started, not answering yet
             return _await(settings, starting) if wait else None
+        attempt = folder / "last-start"
+        if not wait and attempt.exists() and time.time() - attempt.stat().st_mtime < RESTART_BACKOFF_SECONDS:
+            return None  # the supervisor does not restart an engine that keeps failing more than once a minute
+        attempt.touch()
         with open(folder / "engine.log", "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "lakehouse.engine"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
