@@ -30,7 +30,30 @@ from lakehouse.settings import load_settings  # noqa: E402
 from tests.daemon import BIN, DagsterServices  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from measure import tree_rss_bytes  # noqa: E402
+from measure import _children  # noqa: E402
+
+
+def tree_pids(roots: list[int]) -> set[int]:
+    """The roots and all their descendants, each once (the engine is the code server's child: not twice)."""
+    tree, seen, stack = _children(), set(), list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(tree.get(pid, []))
+    return seen
+
+
+def rss_of(pids: set[int]) -> int:
+    import os
+
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def gold_posts(home: Path) -> int:
@@ -86,7 +109,7 @@ def main() -> int:
     def sample(roots: list[int]) -> None:  # the daemon's whole tree (code server, runs) and the engine
         while not sampling.wait(0.5):
             engine_pid = _engine_pid(home)
-            peak[0] = max(peak[0], sum(tree_rss_bytes(p) for p in roots + ([engine_pid] if engine_pid else [])))
+            peak[0] = max(peak[0], rss_of(tree_pids(roots + ([engine_pid] if engine_pid else []))))
 
     with DagsterServices(home, sensor_interval=args.interval, webserver=False) as dagster:
         sampler = threading.Thread(target=sample, args=([p.pid for p in dagster.procs],), daemon=True)
@@ -115,8 +138,8 @@ def main() -> int:
     result = {"files": len(latencies), "rows_per_file": args.rows, "sensor_interval_s": args.interval,
               "median_s": round(statistics.median(latencies), 1), "p95_s": round(p95, 1),
               "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1),
-              f"median_first_{window}_s": statistics.median(in_order[:window]),
-              f"median_last_{window}_s": statistics.median(in_order[-window:]),
+              f"median_first_{window}_s": round(statistics.median(in_order[:window]), 1),
+              f"median_last_{window}_s": round(statistics.median(in_order[-window:]), 1),
               "peak_rss_gib_daemon_runs_engine": round(peak[0] / 2**30, 2),
               "data_files_per_table": files_per_table, "latencies_in_order_s": in_order}
     if args.out:
