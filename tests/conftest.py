@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "socialg
 # The suite runs on two xdist workers, a file per worker at a time (pyproject.toml): the files that take longest
 # (real processes: Pipes jobs, the daemon, a cluster, the CLI) go first, so both workers finish together.
 SLOWEST_FIRST = ("test_pipes.py", "test_daemon.py", "test_cluster.py", "test_operations.py", "test_engine.py", "test_cli.py",
-                 "test_recovery.py", "test_end_to_end.py", "test_checks.py", "test_bad_input.py")
+                 "test_maintenance.py", "test_recovery.py", "test_end_to_end.py", "test_checks.py", "test_bad_input.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -94,13 +94,29 @@ def test_runs_share_the_engine_survive_a_crashed_run_and_fall_back_without_it(ho
     assert "no warm engine to attach to" in out and "warm engine (pid" not in out
     assert_gold_matches(settings, exp.expected_gold(posts, comments))
 
-    # A new engine (what the sensor does when it finds none): the next run attaches to it.
+    # A new engine (what the sensor does when it finds none): the next session attaches to it and reads the
+    # tables the runs before wrote, on the old engine and without one.
     lakehouse_cli(env, "engine", "start")
     restarted = engine_status(env)
     assert restarted["running"] and restarted["pid"] != engine["pid"]
-    land(5)
-    assert f"a session on the warm engine (pid {restarted['pid']}" in materialize(env)
-    assert_gold_matches(settings, exp.expected_gold(posts, comments))
+    done = subprocess.run([sys.executable, "-c", READS_GOLD], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = exp.expected_gold(posts, comments)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"pid": restarted["pid"], "posts": len(want["posts"])}
+
+
+READS_GOLD = """
+import json, os
+from lakehouse import engine
+from lakehouse.settings import load_settings
+from lakehouse.spark import spark_conf
+
+settings = load_settings()
+attached = engine.attach(settings, spark_conf(settings), "reader")
+print(json.dumps({"pid": attached.connection.pid, "posts": attached.session.table("gold.posts").count()}))
+attached.release()
+"""
 
 
 SESSIONS = """
