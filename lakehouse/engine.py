@@ -17,8 +17,8 @@ Files under `$LAKEHOUSE_HOME/engine/`:
 Bounded memory: objects a client leaves in the JVM (Py4J bindings of a killed run, its session) are only freed
 with the JVM. The engine recycles its driver when no client is attached and it has served `MAX_ATTACHES` runs or
 its heap stays above `HEAP_RECYCLE_SHARE` after a GC, and it exits after `LAKEHOUSE_ENGINE_IDLE_SECONDS` without
-a run. The landing-zone sensor starts it when it is absent (it is the supervisor: a dead engine is started again
-on the next tick); `lakehouse engine start|stop|status` does it by hand. Without an engine (LAKEHOUSE_ENGINE=off,
+a run. The landing-zone sensor starts it when it is absent (it is the supervisor: a dead engine is started again,
+at most once a minute); `lakehouse engine start|stop|status` does it by hand. Without an engine (LAKEHOUSE_ENGINE=off,
 a cluster master, AWS, a mismatch of settings) a run starts its own session as before.
 """
 
@@ -40,6 +40,7 @@ from pathlib import Path
 
 from lakehouse.errors import UserError
 from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
+from lakehouse.writers import process_start
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,7 @@ def fingerprint(conf: dict[str, str]) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie (an exited child not yet reaped) is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
+    return process_start(pid) is not None  # lakehouse/writers.py: /proc, zombies count as gone
 
 
 @dataclass(frozen=True)

@@ -70,23 +70,18 @@ def marked_snapshots(spark: SparkSession) -> set[int]:
     return found
 
 
-def _unsettled(spark: SparkSession, table: str) -> set[int]:
+def _unsettled(spark: SparkSession, table: str, lineage: list[tables.Snapshot]) -> set[int]:
+    """Bronze appends the ingestion log has not settled (their writer may still log them, or they are rolled back)."""
     from lakehouse import pipeline
 
     for entity, contract in BRONZE.items():
         if contract.identifier == table:
-            entries = pipeline.log_entries(spark, entity)
-            return {u.snapshot_id for u in pipeline.unsettled_batches(tables.snapshots(spark, table), entries)}
+            return {u.snapshot_id for u in pipeline.unsettled_batches(lineage, pipeline.log_entries(spark, entity))}
     return set()
 
 
 def _data_files(spark: SparkSession, table: str) -> int:
     return spark.sql(f"SELECT count(*) AS n FROM {table}.files").first().n
-
-
-def _all_snapshots(spark: SparkSession, table: str) -> list[tuple[int, datetime]]:
-    return [(r.snapshot_id, r.committed_at) for r in
-            spark.sql(f"SELECT snapshot_id, committed_at FROM {table}.snapshots ORDER BY committed_at").collect()]
 
 
 def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks: set[int],
@@ -107,22 +102,22 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
         if spark.sql(f"SELECT count(*) AS n FROM {table}.manifests").first().n >= MIN_MANIFESTS:
             row = spark.sql(f"{call}.rewrite_manifests(table => '{table}')").first()
             result.rewritten_manifests = row.rewritten_manifests_count
-    history = _all_snapshots(spark, table)
+    history = tables.snapshots(spark, table)  # the table's metadata, no Spark job
     result.snapshots_before = len(history)
-    ids = {sid for sid, _ in history}
-    protected = (marks & ids) | _unsettled(spark, table)
+    protected = (marks & {snap.snapshot_id for snap in history}) | _unsettled(spark, table, history)
     result.kept_for_marks = sorted(protected)
-    cutoff = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - retention
-    times = dict(history)
+    now_ms = (now or datetime.now(timezone.utc)).timestamp() * 1000
+    cutoff_ms = now_ms - retention.total_seconds() * 1000
     if protected:  # the chain from the oldest marked snapshot to the current one stays whole
-        cutoff = min(cutoff, min(times[s] for s in protected if s in times))
+        cutoff_ms = min(cutoff_ms, min(snap.timestamp_ms for snap in history if snap.snapshot_id in protected))
     # The procedure costs seconds even when it has nothing to do: ask the snapshot list first.
-    if len(history) > retain_last and any(at < cutoff for _, at in history[:-retain_last]):
+    if len(history) > retain_last and any(snap.timestamp_ms < cutoff_ms for snap in history[:-retain_last]):
+        cutoff = datetime.fromtimestamp(cutoff_ms / 1000, timezone.utc).replace(tzinfo=None)
         row = spark.sql(
             f"{call}.expire_snapshots(table => '{table}', older_than => TIMESTAMP '{cutoff.isoformat(sep=' ')}', "
             f"retain_last => {retain_last})").first()
         result.expired_data_files = row.deleted_data_files_count
-        result.snapshots_after = len(_all_snapshots(spark, table))
+        result.snapshots_after = len(tables.snapshots(spark, table))
     else:
         result.snapshots_after = len(history)
     if remove_orphans:

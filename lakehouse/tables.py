@@ -103,6 +103,7 @@ class Snapshot:
     parent_id: int | None
     operation: str
     summary: dict[str, str]
+    timestamp_ms: int = 0  # when it was committed
 
 
 def iceberg_table(spark: SparkSession, table: str):
@@ -118,7 +119,7 @@ def iceberg_table(spark: SparkSession, table: str):
 def _snapshot(jsnap) -> Snapshot:
     parent = jsnap.parentId()
     return Snapshot(jsnap.snapshotId(), None if parent is None else int(parent), jsnap.operation(),
-                    dict(jsnap.summary()))
+                    dict(jsnap.summary()), jsnap.timestampMillis())
 
 
 def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
@@ -132,7 +133,8 @@ def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
     for snap in metadata.get("snapshots", []):
         summary = dict(snap.get("summary", {}))
         operation = summary.pop("operation", None)
-        by_id[snap["snapshot-id"]] = Snapshot(snap["snapshot-id"], snap.get("parent-snapshot-id"), operation, summary)
+        by_id[snap["snapshot-id"]] = Snapshot(snap["snapshot-id"], snap.get("parent-snapshot-id"), operation, summary,
+                                              snap.get("timestamp-ms", 0))
     lineage, current = [], metadata.get("current-snapshot-id")
     current = None if current in (None, -1) else current
     while current is not None and current in by_id:

@@ -29,7 +29,8 @@ def process_start(pid: int) -> str | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) may hold spaces and parentheses: count fields after its closing parenthesis.
-    return stat[stat.rindex(")") + 2:].split()[19]
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields[19]  # a zombie has exited: its parent has not reaped it yet
 
 
 def process_writer(pid: int | None = None) -> str:
