@@ -13,6 +13,8 @@ Files under `$LAKEHOUSE_HOME/engine/`:
   engine never recycles under a client. A lease whose process is gone (a crashed or killed run) has its Spark
   jobs cancelled and is removed; the engine itself goes on.
 - `engine.log`: the engine's own output.
+Each names its process as `proc:<host>:<pid>:<start>` (lakehouse/writers.py): a pid the system has since given to
+another process is not taken for the engine or a client, and is never signalled.
 
 Bounded memory: objects a client leaves in the JVM (Py4J bindings of a killed run, its session) are only freed
 with the JVM. The engine recycles its driver when no client is attached and it has served `MAX_ATTACHES` runs or
@@ -40,7 +42,7 @@ from pathlib import Path
 
 from lakehouse.errors import UserError
 from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
-from lakehouse.writers import process_start
+from lakehouse.writers import process_alive, process_start, process_writer
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,21 @@ def fingerprint(conf: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _pid_alive(pid: int) -> bool:
-    return process_start(pid) is not None  # lakehouse/writers.py: /proc, zombies count as gone
+def _pid_alive(pid: int, process: str | None = None) -> bool:
+    """Whether the process runs (lakehouse/writers.py: /proc, zombies count as gone); given its
+    `proc:<host>:<pid>:<start>` name, also that the pid was not reused by another process since."""
+    if process:
+        return process_alive(process) is True
+    return process_start(pid) is not None
+
+
+def _read_pid_file(path: Path) -> tuple[int, str | None] | None:
+    """engine.pid: the engine process's name (`proc:<host>:<pid>:<start>`; a bare pid from older versions)."""
+    try:
+        text = path.read_text().strip()
+        return (int(text), None) if text.isdigit() else (int(text.split(":")[2]), text)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,7 @@ class Connection:
     fingerprint: str
     started_at: float
     generation: int
+    process: str = ""  # proc:<host>:<pid>:<start>: a pid reused by another process is not the engine
 
     @classmethod
     def read(cls, settings: LakehouseSettings) -> "Connection | None":
@@ -95,7 +111,7 @@ class Connection:
             conn = cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        return conn if _pid_alive(conn.pid) else None
+        return conn if _pid_alive(conn.pid, conn.process) else None
 
     def write(self, settings: LakehouseSettings) -> None:
         path = engine_dir(settings) / "connection.json"
@@ -144,7 +160,8 @@ def attach(settings: LakehouseSettings, conf: dict[str, str], group: str) -> Att
     lease = leases / f"{os.getpid()}.json"
     try:
         leases.mkdir(parents=True, exist_ok=True)
-        lease.write_text(json.dumps({"pid": os.getpid(), "group": group, "at": time.time()}))
+        lease.write_text(json.dumps({"pid": os.getpid(), "process": process_writer(), "group": group,
+                                     "at": time.time()}))
     except OSError:
         return None
     conn = Connection.read(settings)  # read after the lease exists: the engine will not recycle under us now
@@ -241,17 +258,14 @@ def start(settings: LakehouseSettings, wait: bool = True) -> Connection | None:
                 [sys.executable, "-m", "lakehouse.engine"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True,  # not in the sensor's or the shell's process group: it outlives them
                 env=dict(os.environ, LAKEHOUSE_HOME=str(settings.home_abs)))
-        pid_file.write_text(str(process.pid))
+        pid_file.write_text(process_writer(process.pid))
         return _await(settings, process.pid) if wait else None
 
 
 def _starting_pid(settings: LakehouseSettings) -> int | None:
     """The engine process when it runs but does not answer yet (starting, or recycling its driver)."""
-    try:
-        pid = int((engine_dir(settings) / "engine.pid").read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
+    found = _read_pid_file(engine_dir(settings) / "engine.pid")
+    return found[0] if found and _pid_alive(*found) else None
 
 
 def _await(settings: LakehouseSettings, pid: int) -> Connection:
@@ -269,18 +283,15 @@ def _await(settings: LakehouseSettings, pid: int) -> Connection:
 
 def stop(settings: LakehouseSettings, timeout: float = 60) -> bool:
     """Stop the engine (runs attached at that moment fail and are retried by the sensor). True if one ran."""
-    pid_file = engine_dir(settings) / "engine.pid"
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return False
-    if not _pid_alive(pid):
-        return False
+    found = _read_pid_file(engine_dir(settings) / "engine.pid")
+    if not found or not _pid_alive(*found):
+        return False  # never signal a pid another process has taken over
+    pid = found[0]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while _pid_alive(*found) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _pid_alive(pid):
+    if _pid_alive(*found):
         os.kill(pid, signal.SIGKILL)
     (engine_dir(settings) / "connection.json").unlink(missing_ok=True)
     return True
@@ -310,7 +321,7 @@ class _Engine:
         params = spark.sparkContext._gateway.gateway_parameters
         self.generation += 1
         Connection(pid=os.getpid(), port=params.port, secret=params.auth_token, fingerprint=fingerprint(conf),
-                   started_at=time.time(), generation=self.generation).write(self.settings)
+                   started_at=time.time(), generation=self.generation, process=process_writer()).write(self.settings)
         return spark
 
     def _live_leases(self, spark) -> list[dict]:
@@ -320,7 +331,7 @@ class _Engine:
                 lease = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(int(lease["pid"])):
+            if _pid_alive(int(lease["pid"]), lease.get("process")):
                 live.append(lease)
                 continue
             # The run process died while attached: stop what it left running, then forget it.

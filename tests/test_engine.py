@@ -35,6 +35,30 @@ def home(tmp_path):
     subprocess.run([str(BIN / "lakehouse"), "engine", "stop"], env=env, capture_output=True)
 
 
+def test_a_reused_pid_is_not_the_engine(tmp_path):
+    """The engine's files name its process with its start time: a pid the system has given to another process
+    since (here, this test's own pid with another start time) is neither attached to nor signalled."""
+    from lakehouse import engine, writers
+
+    settings = load_settings({"LAKEHOUSE_HOME": str(tmp_path)})
+    folder = engine.engine_dir(settings)
+    folder.mkdir(parents=True)
+    stale = f"proc:{writers.HOST}:{os.getpid()}:1"
+
+    def write(process: str) -> None:
+        engine.Connection(pid=os.getpid(), port=1, secret="s", fingerprint="f", started_at=time.time(),
+                          generation=1, process=process).write(settings)
+        (folder / "engine.pid").write_text(process)
+
+    write(stale)
+    assert engine.Connection.read(settings) is None
+    assert engine._starting_pid(settings) is None
+    assert engine.stop(settings) is False  # and this process was not sent SIGTERM: the test goes on
+    write(writers.process_writer())  # the same files naming this process as it is
+    assert engine.Connection.read(settings).pid == os.getpid()
+    assert engine._starting_pid(settings) == os.getpid()
+
+
 def lakehouse_cli(env, *args) -> str:
     done = subprocess.run([str(BIN / "lakehouse"), *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
