@@ -1,13 +1,16 @@
 """A routine sensor batch into a loaded lakehouse, with and without the warm engine, through `dagster asset
 materialize` (the sensor's selection, checks included).
 
-    python bench/incremental.py --rows 3000000 --repeat 3 [--home DIR]
+    python bench/incremental.py --rows 3000000 --repeat 3 [--home DIR] [--baseline-code WORKTREE] [--no-own-driver]
 
 Builds (or reuses, with --home) a lakehouse of `--rows` generated raw rows (1/3 posts, 2/3 comments, 4 files each),
 then alternates: one new 10,000-row posts file and one new 10,000-row comments file, each run once on the warm
 engine and once with `LAKEHOUSE_ENGINE=off` (its own driver, as before the engine), `--repeat` times. Reports the
 wall time of each run, the median per mode and entity, the step times of the last engine run of each entity, and
 the peak memory of the run's process tree plus the engine's (VmHWM of the engine process).
+
+With `--baseline-code` (e.g. `git worktree add /tmp/before <rev>`), each file is followed by one from that
+revision's code on the same engine and lakehouse: a before/after from one run, on one machine.
 """
 
 from __future__ import annotations
@@ -37,15 +40,15 @@ BIN = Path(sys.executable).parent
 STEP = re.compile(r'Finished execution of step "([^"]+)" in ([0-9.]+)(ms|s)')
 
 
-def env_for(home: Path, engine: str) -> dict:
+def env_for(home: Path, engine: str, code: Path = REPO) -> dict:
     return {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-            "LAKEHOUSE_ENGINE": engine}
+            "LAKEHOUSE_ENGINE": engine, "PYTHONPATH": str(code)}
 
 
-def materialize(home: Path, select: str, engine: str, log: Path) -> dict:
+def materialize(home: Path, select: str, engine: str, log: Path, code: Path = REPO) -> dict:
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions", "--select", select]
     with open(log, "w") as out:
-        measured = measure(command, env=env_for(home, engine), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        measured = measure(command, env=env_for(home, engine, code), cwd=code, stdout=out, stderr=subprocess.STDOUT)
     if measured["exit"] != 0:
         raise SystemExit(f"run failed: see {log}")
     result = {"wall_seconds": measured["seconds"], "peak_rss_gib": round(measured["peak_rss_mb"] / 1024, 2)}
@@ -85,7 +88,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--home", help="reuse this loaded lakehouse (built there when empty)")
     parser.add_argument("--results", default=str(BENCH / "results"))
+    parser.add_argument("--baseline-code", help="a checkout of an earlier revision (git worktree): its runs on the "
+                        "warm engine alternate with this code's, for a before/after from the same run")
+    parser.add_argument("--no-own-driver", action="store_true", help="skip the runs with LAKEHOUSE_ENGINE=off")
     args = parser.parse_args()
+    # (label, LAKEHOUSE_ENGINE, code the run imports)
+    modes = [("auto", "auto", REPO)] + ([] if args.no_own_driver else [("off", "off", REPO)])
+    if args.baseline_code:
+        modes.append(("baseline", "auto", Path(args.baseline_code).resolve()))
     home = Path(args.home or f"/tmp/bench-incremental-{args.rows}")
     result: dict = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                                 "python": platform.python_version()}, "rows": args.rows, "runs": []}
@@ -99,7 +109,7 @@ def main() -> int:
     n = 0
     for rep in range(args.repeat):
         for entity, select in (("post", "bronze/posts*"), ("comment", "bronze/comments*")):
-            for engine in ("auto", "off"):
+            for label, engine, code in modes:
                 n += 1
                 offset = 60_000_000 + (int(time.time()) % 10_000) * 1_000_000 + n * 100_000
                 new = generate(scratch / str(n), posts=10_000 if entity == "post" else 0,
@@ -107,14 +117,14 @@ def main() -> int:
                                id_offset=offset, prefix=f"increment{int(time.time())}-{n}", repeat_share=0)
                 source = (new.posts if entity == "post" else new.comments)[0]
                 shutil.copy(source, home / "landing" / "input" / entity / source.name)
-                run = materialize(home, select, engine, home / f"inc-{n}.log")
-                run |= {"entity": entity, "engine": engine, "repeat": rep}
+                run = materialize(home, select, engine, home / f"inc-{n}.log", code)
+                run |= {"entity": entity, "engine": label, "repeat": rep, "code": str(code)}
                 result["runs"].append(run)
                 print(json.dumps({k: run[k] for k in ("entity", "engine", "wall_seconds", "attached")}), flush=True)
     result["engine_peak_gib"] = engine_peak_gib(home)
     summary = {}
     for entity in ("post", "comment"):
-        for engine in ("auto", "off"):
+        for engine in (label for label, _, _ in modes):
             walls = [r["wall_seconds"] for r in result["runs"] if r["entity"] == entity and r["engine"] == engine]
             summary[f"{entity}/{engine}"] = {"median": statistics.median(walls), "all": walls,
                                             "peak_gib": max(r["peak_rss_gib"] for r in result["runs"]

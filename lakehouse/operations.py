@@ -147,8 +147,7 @@ def retract(
                                               ["_source_uri", "_source_etag"])
     # 5. Gold through its own steps: they see the restored rows as changes and the removed ids as gone.
     for key in (entity.plural, "subreddit_daily", "post_engagement"):
-        update = pipeline.update_gold_entity if key in ("posts", "comments") else pipeline.update_gold_aggregate
-        g = update(spark, key)
+        g = pipeline.gold_update(key)(spark, key)
         result.gold[GOLD[key].identifier] = {"rows_written": g.rows_written, "rows_deleted": g.rows_deleted}
     record(spark, "retract", ", ".join(f"{v.uri}@{v.etag} (batch {v.batch_id})" for v in versions), actor, reason,
            result.details(), run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field, fields
+from typing import Callable
 from datetime import datetime, timezone
 from functools import reduce
 
@@ -16,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import tables
+from lakehouse.errors import UserError
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry, current
 from lakehouse.writers import Liveness, default_liveness, process_writer
@@ -576,8 +578,11 @@ def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> C
     return changes_since(spark, silver_table, tables.watermark(spark, gold_table, silver_table))
 
 
+ENTITY_GOLD = {"posts": (Entity.POST, "post_id"), "comments": (Entity.COMMENT, "comment_id")}
+
+
 def _entity_gold(table_key: str) -> tuple[Entity, str]:
-    return (Entity.POST, "post_id") if table_key == "posts" else (Entity.COMMENT, "comment_id")
+    return _named(ENTITY_GOLD, table_key, "Gold entity table")
 
 
 def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
@@ -699,6 +704,7 @@ def _held_but_absent(spark: SparkSession, gold_table: str, merge_keys: list[str]
 
 def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None = None) -> GoldResult:
     """Recompute `subreddit_daily` or `post_engagement` for the keys changed Silver rows touch, before and after."""
+    _named(AGGREGATE_KEYS, table_key, "Gold aggregate")
     tables.ensure_tables(spark)
     return tables.retrying(GOLD[table_key].identifier, lambda: _update_gold_aggregate(spark, table_key, now))
 
@@ -765,3 +771,21 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     tables.set_watermarks(spark, gold_table, result.watermarks,
                           read_snapshots={c.table: c.snapshot_id for c in changes if c.snapshot_id is not None})
     return result
+
+
+def gold_update(table_key: str) -> Callable[[SparkSession, str], GoldResult]:
+    """How a Gold table is updated from Silver; an unknown table name fails, naming the tables there are."""
+    updates = {key: update_gold_entity for key in ENTITY_GOLD} | {key: update_gold_aggregate for key in AGGREGATE_KEYS}
+    return _named(updates, table_key, "Gold table")
+
+
+def _named(known: dict, name: str, what: str):
+    try:
+        return known[name]
+    except KeyError:
+        raise UnknownTable(f"no {what} {name!r}; there are: {', '.join(sorted(known))}") from None
+
+
+class UnknownTable(UserError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]

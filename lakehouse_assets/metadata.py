@@ -1,8 +1,8 @@
 """Materialisation metadata shared by every layer: row count, schema, preview, Iceberg snapshot."""
 
 # No `from __future__ import annotations`: Dagster reads the check function's annotations at definition time.
-from dataclasses import replace
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator
 
 import dagster as dg
 from pyspark.sql import SparkSession
@@ -41,7 +41,7 @@ def record_refresh(spark: SparkSession, context: dg.AssetExecutionContext, table
                       details, context.run_id)
 
 
-def full_scope(context: dg.AssetCheckExecutionContext) -> bool:
+def full_scope(context: dg.AssetExecutionContext) -> bool:
     return context.run.tags.get(CHECK_SCOPE_TAG) == "full"
 
 
@@ -125,35 +125,76 @@ def check_result(
     )
 
 
-def spark_check(
-    asset: dg.AssetKey,
-    name: str,
-    description: str,
-    evaluate: Callable[[SparkSession, bool, Liveness], CheckOutcome],
-    *,
-    blocking: bool = False,
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-) -> dg.AssetChecksDefinition:
-    """An asset check whose outcome `evaluate(spark, full, alive)` computes with the run's Spark session (`alive`:
-    which Bronze writers the instance knows to be running)."""
-    register(asset, name, evaluate)
+Evaluate = Callable[[SparkSession, bool, Liveness], Any]
 
-    @dg.asset_check(asset=asset, name=name, description=description, blocking=blocking)
-    def _check(context: dg.AssetCheckExecutionContext, spark: SparkResource) -> dg.AssetCheckResult:
-        session = spark.spark_session
-        outcome = evaluate(session, full_scope(context), liveness(context.instance))
-        return check_result(context, outcome, severity, check_name=name, asset_key=asset, spark=session)
 
-    return _check
+@dataclass(frozen=True)
+class Check:
+    """One asset check of a layer: its spec, and how the step that writes the asset evaluates it.
+
+    `evaluate(spark, full, alive)` computes the outcome with the step's Spark session (`full`: whole tables, not
+    what changed since the check last passed; `alive`: which Bronze writers the instance knows to be running).
+    Checks answered by one scan share an `evaluate` that returns a tuple, and each names its `part` of it."""
+
+    asset: dg.AssetKey
+    name: str
+    description: str
+    evaluate: Evaluate
+    blocking: bool = False
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+    part: int | None = None
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.asset, self.name)
+
+    @property
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(self.name, asset=self.asset, blocking=self.blocking, description=self.description)
+
+    def outcome(self, spark: SparkSession, full: bool, alive: Liveness, memo: dict | None = None) -> CheckOutcome:
+        if self.part is None:
+            return self.evaluate(spark, full, alive)
+        memo = {} if memo is None else memo
+        if self.evaluate not in memo:
+            memo[self.evaluate] = self.evaluate(spark, full, alive)
+        return memo[self.evaluate][self.part]
+
+
+def layer_checks(checks: list[Check]) -> list[Check]:
+    """Register a layer's checks for `lakehouse accept` and hand them to the step that runs them."""
+    for check in checks:
+        register(check)
+    return checks
+
+
+def evaluate_checks(
+    context: dg.AssetExecutionContext, spark: SparkSession, checks: list[Check]
+) -> Iterator[dg.AssetCheckResult]:
+    """The step's selected checks, evaluated with its session right after it wrote (no step of their own).
+
+    A run of the nightly `full_quality_checks` job selects only the checks: then they look at whole tables."""
+    selected = context.selected_asset_check_keys
+    alive, full, memo = liveness(context.instance), full_scope(context), {}
+    for check in checks:
+        if check.key in selected:
+            outcome = check.outcome(spark, full, alive, memo)
+            yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
+                               spark=spark)
+
+
+def selected(context: dg.AssetExecutionContext, *keys: dg.AssetKey) -> bool:
+    """Whether the step is to write any of these assets (a run of only their checks is not)."""
+    return bool(set(keys) & set(context.selected_asset_keys))
 
 
 # Every asset check's evaluation by (asset, check name): what `lakehouse accept` evaluates before it records an
 # acceptance. An unknown name fails loudly with the names there are.
-CHECKS: dict[tuple[str, str], Callable[[SparkSession, bool, Liveness], CheckOutcome]] = {}
+CHECKS: dict[tuple[str, str], Check] = {}
 
 
-def register(asset: dg.AssetKey, name: str, evaluate: Callable[[SparkSession, bool, Liveness], CheckOutcome]) -> None:
-    CHECKS[(asset.to_user_string(), name)] = evaluate
+def register(check: Check) -> None:
+    CHECKS[(check.asset.to_user_string(), check.name)] = check
 
 
 class UnknownCheck(UserError, KeyError):
@@ -161,7 +202,7 @@ class UnknownCheck(UserError, KeyError):
         return self.args[0]
 
 
-def check_named(asset: str, name: str) -> Callable[[SparkSession, bool, Liveness], CheckOutcome]:
+def check_named(asset: str, name: str) -> Check:
     try:
         return CHECKS[(asset, name)]
     except KeyError:

@@ -59,14 +59,14 @@ class AcceptConfig(dg.Config):
 @dg.op(pool=POOL, description="Accept a failing check's current failure (or revoke an acceptance), with who and why.")
 def accept(context: dg.OpExecutionContext, config: AcceptConfig, spark: SparkResource) -> dg.Output[dict]:
     session = spark.spark_session
-    evaluate = check_named(config.asset, config.check)  # an unknown name fails here, listing the checks
+    check = check_named(config.asset, config.check)  # an unknown name fails here, listing the checks
     table = check_table(dg.AssetKey.from_user_string(config.asset))
     if config.revoke:
         entry = operations.revoke(session, table, config.check, actor=config.by, reason=config.why,
                                   run_id=context.run_id)
         context.log.info(f"revoked the acceptance of {config.check} on {table}: {entry['summary']}")
     else:
-        outcome = evaluate(session, False, liveness(context.instance))
+        outcome = check.outcome(session, False, liveness(context.instance))
         entry = operations.accept(session, table, config.check, outcome, actor=config.by, reason=config.why,
                                   run_id=context.run_id)
         context.log.warning(f"accepted {config.check} on {table}: {outcome.summary}")

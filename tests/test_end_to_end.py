@@ -128,6 +128,18 @@ def test_generated_data_end_to_end_and_idempotent(spark, settings, lakehouse, tm
     materialize_all()
     assert snapshot_ids(spark) == before
 
+    # The nightly full pass runs the checks alone: every check of every layer, over whole tables, no asset written.
+    from lakehouse_assets.definitions import defs
+
+    nightly = defs.resolve_job_def("full_quality_checks").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert nightly.success and nightly.get_asset_materialization_events() == []
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in nightly.get_asset_check_evaluations()}
+    assert set(evaluations) == {(k.asset_key.to_user_string(), k.name)
+                                for k in defs.resolve_asset_graph().asset_check_keys}
+    assert all(e.passed for e in evaluations.values()), [k for k, e in evaluations.items() if not e.passed]
+    assert evaluations[("silver/posts", "primary_key_unique")].metadata["scope"].value == "full"
+    assert snapshot_ids(spark) == before
+
 
 def test_real_sample_end_to_end(spark, settings, lakehouse, meirl):
     lakehouse.land(meirl / "posts.csv", Entity.POST)
