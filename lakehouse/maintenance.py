@@ -81,7 +81,9 @@ def _unsettled(spark: SparkSession, table: str, lineage: list[tables.Snapshot]) 
 
 
 def _data_files(spark: SparkSession, table: str) -> int:
-    return spark.sql(f"SELECT count(*) AS n FROM {table}.files").first().n
+    # The snapshot summary's running total: metadata, not a Spark job over the table's `files`.
+    snap = tables.current_snapshot(spark, table)
+    return int(snap.summary.get("total-data-files", 0)) if snap else 0
 
 
 def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks: set[int],
@@ -92,6 +94,7 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
     if tables.current_snapshot(spark, table) is None:
         return result
     result.data_files_before = _data_files(spark, table)
+    now = now or datetime.now(timezone.utc)
     call = f"CALL {CATALOG_NAME}.system"
     if compact:
         row = spark.sql(
@@ -106,7 +109,7 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
     result.snapshots_before = len(history)
     protected = (marks & {snap.snapshot_id for snap in history}) | _unsettled(spark, table, history)
     result.kept_for_marks = sorted(protected)
-    now_ms = (now or datetime.now(timezone.utc)).timestamp() * 1000
+    now_ms = now.timestamp() * 1000
     cutoff_ms = now_ms - retention.total_seconds() * 1000
     if protected:  # the chain from the oldest marked snapshot to the current one stays whole
         cutoff_ms = min(cutoff_ms, min(snap.timestamp_ms for snap in history if snap.snapshot_id in protected))
@@ -121,7 +124,7 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
     else:
         result.snapshots_after = len(history)
     if remove_orphans:
-        orphans_before = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - ORPHAN_AGE
+        orphans_before = now.replace(tzinfo=None) - ORPHAN_AGE
         result.orphan_files = len(spark.sql(
             f"{call}.remove_orphan_files(table => '{table}', older_than => TIMESTAMP "
             f"'{orphans_before.isoformat(sep=' ')}')").collect())

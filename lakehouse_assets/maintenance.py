@@ -25,7 +25,7 @@ class MaintenanceConfig(dg.Config):
 @dg.op(pool=POOL, description="Compact small files, rewrite manifests, expire old snapshots of every table.")
 def maintain_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, spark: SparkResource,
                     lakehouse: LakehouseResource) -> dg.Output[list]:
-    hours = config.retention_hours or lakehouse.settings.snapshot_retention_hours
+    hours = config.retention_hours or lakehouse.snapshot_retention_hours
     done = [m.summary() for m in maintenance.maintain(spark.spark_session, timedelta(hours=hours),
                                                        compact=config.compact,
                                                        remove_orphans=config.remove_orphans,
