@@ -1,11 +1,13 @@
 """Materialisation metadata shared by every layer: row count, schema, preview, Iceberg snapshot."""
 
 # No `from __future__ import annotations`: Dagster reads the check function's annotations at definition time.
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import dagster as dg
 from pyspark.sql import SparkSession
+from pyspark.util import inheritable_thread_target
 
 from lakehouse import tables
 from lakehouse.contracts import TableContract
@@ -19,6 +21,7 @@ from resources import SparkResource
 from resources.runs import liveness
 
 PREVIEW_ROWS = 5
+CHECK_THREADS = 2  # a step's check evaluations at once (evaluate_checks)
 # Runs tagged `lakehouse/check_scope=full` (the nightly `full_quality_checks` job) make every check look at
 # whole tables; otherwise the expensive checks look at what changed since they last passed.
 CHECK_SCOPE_TAG = "lakehouse/check_scope"
@@ -152,13 +155,12 @@ class Check:
     def spec(self) -> dg.AssetCheckSpec:
         return dg.AssetCheckSpec(self.name, asset=self.asset, blocking=self.blocking, description=self.description)
 
-    def outcome(self, spark: SparkSession, full: bool, alive: Liveness, memo: dict | None = None) -> CheckOutcome:
-        if self.part is None:
-            return self.evaluate(spark, full, alive)
-        memo = {} if memo is None else memo
-        if self.evaluate not in memo:
-            memo[self.evaluate] = self.evaluate(spark, full, alive)
-        return memo[self.evaluate][self.part]
+    def outcome(self, spark: SparkSession, full: bool, alive: Liveness) -> CheckOutcome:
+        return self.of(self.evaluate(spark, full, alive))
+
+    def of(self, evaluated: Any) -> CheckOutcome:
+        """This check's outcome from what its `evaluate` returned (its part of a shared scan's tuple)."""
+        return evaluated if self.part is None else evaluated[self.part]
 
 
 def layer_checks(checks: list[Check]) -> list[Check]:
@@ -173,14 +175,31 @@ def evaluate_checks(
 ) -> Iterator[dg.AssetCheckResult]:
     """The step's selected checks, evaluated with its session right after it wrote (no step of their own).
 
-    A run of the nightly `full_quality_checks` job selects only the checks: then they look at whole tables."""
-    selected = context.selected_asset_check_keys
-    alive, full, memo = liveness(context.instance), full_scope(context), {}
-    for check in checks:
-        if check.key in selected:
-            outcome = check.outcome(spark, full, alive, memo)
+    A run of the nightly `full_quality_checks` job selects only the checks: then they look at whole tables.
+    The evaluations run side by side (one per `evaluate`: checks answered by one scan share it). A check's Spark
+    jobs on a small batch are mostly driver-side planning and commits on one thread, so a second thread keeps the
+    second core busy; the results are reported in the order the layer declares them."""
+    chosen = [c for c in checks if c.key in context.selected_asset_check_keys]
+    alive, full = liveness(context.instance), full_scope(context)
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
+        running = {e: pool.submit(_in_this_run(spark, e), spark, full, alive)
+                   for e in dict.fromkeys(c.evaluate for c in chosen)}
+        for check in chosen:
+            outcome = check.of(running[check.evaluate].result())  # a check that raised fails the step, as before
             yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
                                spark=spark)
+
+
+def _in_this_run(spark: SparkSession, evaluate: Evaluate) -> Evaluate:
+    """`evaluate` for another thread, with this thread's Spark local properties (the run's job group, which the
+    warm engine cancels when the run dies) and its active session (a run on the engine has a session of its own)."""
+    target = inheritable_thread_target(evaluate)
+
+    def run(*args):
+        spark._jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
+        return target(*args)
+
+    return run
 
 
 def selected(context: dg.AssetExecutionContext, *keys: dg.AssetKey) -> bool:

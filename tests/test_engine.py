@@ -155,10 +155,23 @@ first = engine.attach(settings, conf, "one")
 first.session.range(3).createOrReplaceTempView("mine")
 first.session.conf.set("spark.sql.shuffle.partitions", "7")
 second = engine.attach(settings, conf, "two")
+
+# A step evaluates its checks in other threads: they run in the run's job group (which the engine cancels when the
+# run dies) and with the run's session, not the engine's own.
+from concurrent.futures import ThreadPoolExecutor
+from lakehouse_assets.metadata import _in_this_run
+
+def seen(spark, full, alive):
+    active = spark._jvm.org.apache.spark.sql.SparkSession.active()
+    return spark.sparkContext.getLocalProperty("spark.jobGroup.id"), active.conf().get("spark.sql.shuffle.partitions")
+
+with ThreadPoolExecutor(1) as pool:
+    check_thread = pool.submit(_in_this_run(first.session, seen), first.session, False, None).result()
 print(json.dumps({"second_sees_view": second.session.catalog.tableExists("mine"),
                   "second_partitions": second.session.conf.get("spark.sql.shuffle.partitions"),
                   "first_count": first.session.table("mine").count(),
-                  "same_driver": first.session.sparkContext.applicationId == second.session.sparkContext.applicationId}))
+                  "same_driver": first.session.sparkContext.applicationId == second.session.sparkContext.applicationId,
+                  "check_thread": check_thread}))
 """
 
 
@@ -169,7 +182,8 @@ def test_each_attached_run_has_its_own_session(home):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got == {"second_sees_view": False, "second_partitions": "4", "first_count": 3, "same_driver": True}
+    assert got == {"second_sees_view": False, "second_partitions": "4", "first_count": 3, "same_driver": True,
+                   "check_thread": ["two", "7"]}
 
 
 def test_an_engine_with_other_settings_is_not_used_and_an_idle_engine_stops(home):
@@ -181,6 +195,16 @@ def test_an_engine_with_other_settings_is_not_used_and_an_idle_engine_stops(home
                            "print(engine.attach(s, spark_conf(s), 'x') is None)"],
                           env=other, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
+    # A run's own heap setting is for a driver of its own: it attaches, and works in the engine's heap
+    # (LAKEHOUSE_ENGINE_MEMORY, 2g by default), which is bounded whatever the runs ask.
+    bigger = {**env, "LAKEHOUSE_SPARK_DRIVER_MEMORY": "5g"}
+    done = subprocess.run([sys.executable, "-c", "from lakehouse import engine; from lakehouse.settings import "
+                           "load_settings; from lakehouse.spark import spark_conf; s = load_settings(); "
+                           "a = engine.attach(s, spark_conf(s), 'x'); "
+                           "print(a.session._jvm.java.lang.Runtime.getRuntime().maxMemory())"],
+                          env=bigger, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 1.5 * 2**30 < int(done.stdout.strip().splitlines()[-1]) <= 2 * 2**30
     lakehouse_cli(env, "engine", "stop")
     idle = {**env, "LAKEHOUSE_ENGINE_IDLE_SECONDS": "2"}
     lakehouse_cli(idle, "engine", "start")
