@@ -67,13 +67,28 @@ def engine_dir(settings: LakehouseSettings) -> Path:
     return settings.home_abs / "engine"
 
 
-def fingerprint(conf: dict[str, str]) -> str:
-    """What a run's Spark settings must match to use the engine (the per-run JIT choice does not count)."""
-    from lakehouse.spark import QUICK_JIT_OPTION
+# How the driver JVM runs, not what it computes: the engine sizes its own (engine_conf), and a run's choice of
+# heap or JIT for a driver of its own does not keep it from attaching.
+DRIVER_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions")
+# The engine gives memory back between runs: after this long without a collection, G1 runs a concurrent cycle
+# and uncommits the free heap (JEP 346), so an idle engine does not sit at the peak of its last run.
+PERIODIC_GC_OPTION = "-XX:G1PeriodicGCInterval=30000"
 
-    relevant = {k: v.replace(QUICK_JIT_OPTION, "").strip() if k == "spark.driver.extraJavaOptions" else v
-                for k, v in conf.items()}
+
+def fingerprint(conf: dict[str, str]) -> str:
+    """What a run's Spark settings must match to use the engine: everything that can change a result."""
+    relevant = {k: v for k, v in conf.items() if k not in DRIVER_ONLY}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def engine_conf(settings: LakehouseSettings) -> dict[str, str]:
+    """The engine driver's Spark settings: a run's, with the engine's heap and its periodic collection."""
+    from lakehouse.spark import spark_conf
+
+    conf = spark_conf(settings)
+    options = conf.get("spark.driver.extraJavaOptions", "")
+    return conf | {"spark.driver.memory": settings.engine_memory,
+                   "spark.driver.extraJavaOptions": f"{options} {PERIODIC_GC_OPTION}".strip()}
 
 
 def _pid_alive(pid: int, process: str | None = None) -> bool:
@@ -308,9 +323,7 @@ class _Engine:
     def _start_driver(self):
         from pyspark.sql import SparkSession
 
-        from lakehouse.spark import spark_conf
-
-        conf = spark_conf(self.settings)
+        conf = engine_conf(self.settings)
         builder = SparkSession.builder
         for key, value in conf.items():
             builder = builder.config(key, value)

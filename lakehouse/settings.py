@@ -63,6 +63,10 @@ class LakehouseSettings:
     # (local master, in-process compute); off = every run starts its own Spark session.
     engine: str = "auto"
     engine_idle_seconds: int = 1800  # the engine stops after this long without a run
+    # The engine driver's heap: routine micro-batches need far less than a full load, and the JVM grows to its
+    # maximum over hundreds of runs whatever it needs; 2g keeps the whole tree (engine, daemon, code servers, run)
+    # under 4 GB (bench/latency.py). Runs without the engine keep LAKEHOUSE_SPARK_DRIVER_MEMORY.
+    engine_memory: str = "2g"
     # Table maintenance keeps this much history for time travel (snapshots an incremental mark needs stay longer).
     snapshot_retention_hours: int = 168
     # The SQLite JDBC driver for Spark's local catalog (None: Debian's package, else Maven).
@@ -127,7 +131,7 @@ T = TypeVar("T")
 KNOWN_VARIABLES = (
     "LAKEHOUSE_ENV", "LAKEHOUSE_HOME", "LAKEHOUSE_SPARK_MASTER", "LAKEHOUSE_SPARK_DRIVER_MEMORY",
     "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_SPARK_CONF",
-    "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS", "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS",
+    "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS", "LAKEHOUSE_ENGINE_MEMORY", "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS",
     "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET", "LAKEHOUSE_S3_PREFIX",
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
@@ -294,6 +298,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
                                      '{"spark.jars": "a.jar,b.jar"}'),
         engine=read.choice("LAKEHOUSE_ENGINE", "auto", ENGINE),
         engine_idle_seconds=read.positive_int("LAKEHOUSE_ENGINE_IDLE_SECONDS", 1800, 7 * 86400),
+        engine_memory=read.matching("LAKEHOUSE_ENGINE_MEMORY", "2g", _JVM_MEMORY, "a JVM memory size such as 2g or 2048m"),
         snapshot_retention_hours=read.positive_int("LAKEHOUSE_SNAPSHOT_RETENTION_HOURS", 168, 24 * 3650),
         sqlite_jdbc_jar=Path(jar) if jar else None,
         iceberg_provided=read.flag("LAKEHOUSE_ICEBERG_PROVIDED"),
