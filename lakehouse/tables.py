@@ -116,10 +116,10 @@ def iceberg_table(spark: SparkSession, table: str):
     return jtable
 
 
-def _snapshot(jsnap) -> Snapshot:
-    parent = jsnap.parentId()
-    return Snapshot(jsnap.snapshotId(), None if parent is None else int(parent), jsnap.operation(),
-                    dict(jsnap.summary()), jsnap.timestampMillis())
+def _from_json(snap: dict) -> Snapshot:
+    summary = dict(snap.get("summary", {}))
+    operation = summary.pop("operation", None)
+    return Snapshot(snap["snapshot-id"], snap.get("parent-snapshot-id"), operation, summary, snap.get("timestamp-ms", 0))
 
 
 def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
@@ -129,12 +129,7 @@ def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
     seconds once a table has a few hundred."""
     jtable = iceberg_table(spark, table)
     metadata = json.loads(spark._jvm.org.apache.iceberg.TableMetadataParser.toJson(jtable.operations().current()))
-    by_id = {}
-    for snap in metadata.get("snapshots", []):
-        summary = dict(snap.get("summary", {}))
-        operation = summary.pop("operation", None)
-        by_id[snap["snapshot-id"]] = Snapshot(snap["snapshot-id"], snap.get("parent-snapshot-id"), operation, summary,
-                                              snap.get("timestamp-ms", 0))
+    by_id = {snap["snapshot-id"]: _from_json(snap) for snap in metadata.get("snapshots", [])}
     lineage, current = [], metadata.get("current-snapshot-id")
     current = None if current in (None, -1) else current
     while current is not None and current in by_id:
@@ -145,7 +140,10 @@ def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
 
 def current_snapshot(spark: SparkSession, table: str) -> Snapshot | None:
     jsnap = iceberg_table(spark, table).currentSnapshot()
-    return _snapshot(jsnap) if jsnap is not None else None
+    if jsnap is None:
+        return None
+    # As JSON in one Py4J call: reading the summary map entry by entry costs two round trips an entry.
+    return _from_json(json.loads(spark._jvm.org.apache.iceberg.SnapshotParser.toJson(jsnap)))
 
 
 def total_records(spark: SparkSession, table: str) -> int:
@@ -155,7 +153,9 @@ def total_records(spark: SparkSession, table: str) -> int:
 
 
 def table_properties(spark: SparkSession, table: str) -> dict[str, str]:
-    return dict(iceberg_table(spark, table).properties())
+    # As JSON in one Py4J call (Iceberg's own mapper), not entry by entry: a table carries a dozen marks.
+    props = iceberg_table(spark, table).properties()
+    return json.loads(spark._jvm.org.apache.iceberg.util.JsonUtil.mapper().writeValueAsString(props))
 
 
 def watermark(spark: SparkSession, table: str, source: str) -> str | None:
