@@ -49,16 +49,30 @@ def tree_pids(roots: list[int]) -> set[int]:
     return seen
 
 
-def rss_of(pids: set[int]) -> int:
-    import os
-
-    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+def memory_of(pids: set[int]) -> list[dict]:
+    """Each process's resident set and proportional set size (PSS: a page shared by n processes counts 1/n, so
+    the PSS of a tree sums to the memory it really holds; forked pyspark workers share most of their pages)."""
+    out = []
     for pid in pids:
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in rollup.splitlines()[1:]}
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except (OSError, IndexError, ValueError):
-            pass
-    return total
+            continue
+        out.append({"pid": pid, "rss": fields.get("Rss", 0), "pss": fields.get("Pss", 0), "cmd": _short(cmd)})
+    return out
+
+
+def _short(cmd: str) -> str:
+    """What a process is, in a few words (the JVM's command line is pages of class path)."""
+    for marker, name in (("java", "engine or run JVM"), ("pyspark.daemon", "pyspark worker"),
+                         ("dagster api grpc", "code server (dagster api grpc)"), ("dagster-daemon", "dagster daemon"),
+                         ("dagster_daemon", "dagster daemon"), ("lakehouse.engine", "engine (Python side)"),
+                         ("execute_run", "run process"), ("api execute_run", "run process")):
+        if marker in cmd:
+            return name
+    return cmd[:60]
 
 
 def gold_posts(home: Path) -> int:
@@ -121,13 +135,16 @@ def main() -> int:
         files.append(out.posts[0])
     zone = LocalLandingZone(home / "landing")
     latencies = []
-    peak = [0]
+    peak = {"rss": 0, "pss": 0, "at_pss_peak": []}
     sampling = threading.Event()
 
     def sample(roots: list[int]) -> None:  # the daemon's whole tree (code server, runs) and the engine
         while not sampling.wait(0.5):
             engine_pid = _engine_pid(home)
-            peak[0] = max(peak[0], rss_of(tree_pids(roots + ([engine_pid] if engine_pid else []))))
+            procs = memory_of(tree_pids(roots + ([engine_pid] if engine_pid else [])))
+            peak["rss"] = max(peak["rss"], sum(p["rss"] for p in procs))
+            if sum(p["pss"] for p in procs) > peak["pss"]:
+                peak["pss"], peak["at_pss_peak"] = sum(p["pss"] for p in procs), procs
 
     with DagsterServices(home, sensor_interval=args.interval, webserver=False) as dagster:
         sampler = threading.Thread(target=sample, args=([p.pid for p in dagster.procs],), daemon=True)
@@ -163,7 +180,10 @@ def main() -> int:
               "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1),
               f"median_first_{window}_s": round(statistics.median(in_order[:window]), 1),
               f"median_last_{window}_s": round(statistics.median(in_order[-window:]), 1),
-              "peak_rss_gib_daemon_runs_engine": round(peak[0] / 2**30, 2),
+              "peak_rss_gib_daemon_runs_engine": round(peak["rss"] / 2**30, 2),
+              "peak_pss_gib_daemon_runs_engine": round(peak["pss"] / 2**30, 2),
+              "at_pss_peak_gib": sorted(([p["cmd"], round(p["pss"] / 2**30, 3), round(p["rss"] / 2**30, 3)]
+                                         for p in peak["at_pss_peak"]), key=lambda p: -p[1]),
               "data_files_per_table": files_per_table, "latencies_in_order_s": in_order}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
