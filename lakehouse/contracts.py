@@ -320,6 +320,28 @@ GOLD_POST_ENGAGEMENT = TableContract(
     comment="Gold: engagement per post (posts known to Silver)",
 )
 
+# Not a warehouse table: the exact sums `gold.subreddit_daily` is combined from, kept per source entity, so a
+# posts-only batch recomputes the posts' part of the days it touches and reads the comments' part from here instead
+# of re-scanning those days' comments (means, shares and min/max cannot be taken apart from the daily row).
+GOLD_SUBREDDIT_DAILY_PARTS = TableContract(
+    identifier="gold.subreddit_daily_parts",
+    columns=(
+        Column("subreddit_id", "STRING", False, "subreddit id (key)"),
+        Column("activity_date", "DATE", False, "UTC day (key)"),
+        Column("source", "STRING", False, "`post` or `comment`: which Silver table the part sums (key)"),
+        Column("subreddit_name", "STRING", False, "greatest subreddit name among the part's rows"),
+        Column("items", "BIGINT", False, "rows of that source that day"),
+        Column("score_sum", "BIGINT", True, "sum of their scores"),
+        Column("nsfw_items", "BIGINT", False, "rows among them in NSFW subreddits"),
+        Column("scored", "BIGINT", False, "rows with a sentiment score (comments)"),
+        Column("sentiment_sum", "DECIMAL(20,4)", True, "exact sum of those sentiment scores"),
+        Column("min_sentiment", SENTIMENT, True, "lowest of those sentiment scores"),
+        Column("max_sentiment", SENTIMENT, True, "highest of those sentiment scores"),
+        Column("loaded_at", "TIMESTAMP", False, "when Gold last wrote the row"),
+    ),
+    comment="Gold bookkeeping: the exact per-source sums gold.subreddit_daily is combined from",
+)
+
 GOLD = {
     "posts": GOLD_POSTS,
     "comments": GOLD_COMMENTS,
@@ -334,6 +356,7 @@ ALL_TABLES: tuple[TableContract, ...] = (
     *SILVER.values(),
     *QUARANTINE.values(),
     *GOLD.values(),
+    GOLD_SUBREDDIT_DAILY_PARTS,
 )
 
 

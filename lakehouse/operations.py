@@ -249,22 +249,31 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
         changes = {t: pipeline.changes_since(spark, t, None) for t in sources}
         posts, comments = (changes[t].table_rows(spark) for t in sources)
         now = pipeline.utcnow()
+        # subreddit_daily is combined from its parts, which are rebuilt with it.
+        parts = pipeline.daily_parts(posts, comments, now) if table_key == "subreddit_daily" else None
+        parts_base = tables.snapshot_id(spark, pipeline.PARTS) if parts is not None else None
         builds = {"posts": lambda: gold_tf.posts(posts, now), "comments": lambda: gold_tf.comments(comments, now),
-                  "subreddit_daily": lambda: gold_tf.subreddit_daily(posts, comments, now),
+                  "subreddit_daily": lambda: gold_tf.subreddit_daily_from_parts(parts, now),
                   "post_engagement": lambda: gold_tf.post_engagement(posts, comments, now)}
         if table_key not in builds:
             raise KeyError(f"no Gold table {table_key!r}; one of {', '.join(builds)}")
         out = builds[table_key]().persist()
+        also = {}
         try:
             result = pipeline.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
             tables.replace_all(spark, gold_t, out, read_at)
+            if parts is not None:
+                also[pipeline.PARTS_MARK] = pipeline.commit_parts(spark, gold_t, parts, None, parts_base)
         finally:
-            out.unpersist()
+            for df in (out, parts):
+                if df is not None:
+                    df.unpersist()
         used = sources if table_key in ("subreddit_daily", "post_engagement") else (
             [SILVER[Entity.POST].identifier] if table_key == "posts" else [SILVER[Entity.COMMENT].identifier])
         result.watermarks = {t: str(changes[t].until) for t in used if changes[t].until is not None}
         tables.set_watermarks(spark, gold_t, result.watermarks,
-                              read_snapshots={t: changes[t].snapshot_id for t in used if changes[t].snapshot_id})
+                              read_snapshots={t: changes[t].snapshot_id for t in used if changes[t].snapshot_id},
+                              also=also)
         _forget_verified(spark, gold_t)
         return result
 

@@ -18,7 +18,9 @@ from pyspark.sql import functions as F
 
 from lakehouse import tables
 from lakehouse.errors import UserError
-from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity
+from lakehouse.contracts import (
+    BRONZE, GOLD, GOLD_SUBREDDIT_DAILY_PARTS, INGESTION_LOG, QUARANTINE, SILVER, SOURCE_HEADERS, Entity,
+)
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry, current
 from lakehouse.writers import Liveness, default_liveness, process_writer
 from lakehouse.landing import LandedFile, LandingZone, check_key
@@ -726,6 +728,7 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
 
 def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None) -> GoldResult:
     gold_table = GOLD[table_key].identifier
+    daily = table_key == "subreddit_daily"
     base = tables.snapshot_id(spark, gold_table)
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
     marks = tables.table_properties(spark, gold_table)  # watermarks and read snapshots: one metadata load
@@ -738,14 +741,20 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     # cannot be told, so everything is recomputed, even with no new change.
     expired = [c.table for c in changes if (m := marks.get(tables.READ_SNAPSHOT_PREFIX + c.table)) is not None
                and _lineage_after(spark, c.table, m) is None]
-    if not any(c.pending for c in changes) and not removed and not expired:
+    parts_base = tables.snapshot_id(spark, PARTS) if daily else None
+    parts_astray = daily and marks.get(PARTS_MARK) != parts_mark(parts_base, base)
+    if parts_astray and base is not None:
+        log.warning("%s: it or its parts table was written since it was last combined from them (%s, now %s); "
+                    "one full pass rebuilds both", gold_table, marks.get(PARTS_MARK), parts_mark(parts_base, base))
+    if not any(c.pending for c in changes) and not removed and not expired and not parts_astray:
         return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
     # Posts keep their post_engagement key (their id); everything else can move.
-    movable = changes if table_key == "subreddit_daily" else (comment_changes,)
+    movable = changes if daily else (comment_changes,)
     before = {c.table: _as_last_read(spark, c, marks.get(tables.READ_SNAPSHOT_PREFIX + c.table))
               for c in movable if c.pending and c.since is not None}
     # No watermark, or the Silver version last read is gone (rolled back, expired): recompute everything.
-    full = any(c.since is None for c in changes) or any(b is None for b in before.values()) or bool(expired)
+    full = (any(c.since is None for c in changes) or any(b is None for b in before.values()) or bool(expired)
+            or parts_astray)
     result = GoldResult(gold_table, full_rebuild=full)
     posts, comments = post_changes.table_rows(spark), comment_changes.table_rows(spark)
     keys = None
@@ -755,18 +764,21 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
             [post_changes.rows(spark)] + [f[posts_t] for f in (before, removed) if posts_t in f],
             [comment_changes.rows(spark)] + [f[comments_t] for f in (before, removed) if comments_t in f],
         ).persist()
-        if table_key == "subreddit_daily":
-            # The date list lets Iceberg prune Silver's partitions before the key join.
-            dates = [r.created_date for r in keys.select("created_date").distinct().collect()]
-            keys_b, by_key = F.broadcast(keys), ["subreddit_id", "created_date"]
-            posts = posts.where(F.col("created_date").isin(dates)).join(keys_b, by_key, "left_semi")
-            comments = comments.where(F.col("created_date").isin(dates)).join(keys_b, by_key, "left_semi")
-        else:
+        if not daily:
             posts = posts.join(keys.withColumnRenamed("post_id", "id"), "id", "left_semi")
             comments = comments.join(keys, "post_id", "left_semi")
-    build = gold_tf.subreddit_daily if table_key == "subreddit_daily" else gold_tf.post_engagement
     merge_keys = AGGREGATE_KEYS[table_key]
-    out = build(posts, comments, now or utcnow()).persist()
+    loaded_at = now or utcnow()
+    parts = parts_change = None
+    if daily:
+        # Only the sources that changed are read from Silver; the other's sums come from the parts table.
+        changed = {e for e, c in ((Entity.POST, post_changes), (Entity.COMMENT, comment_changes))
+                   if full or c.pending or c.table in removed}
+        parts, parts_change = _parts_for(spark, {Entity.POST: posts, Entity.COMMENT: comments}, changed, keys,
+                                           parts_base, loaded_at)
+        out = gold_tf.subreddit_daily_from_parts(parts, loaded_at).persist()
+    else:
+        out = gold_tf.post_engagement(posts, comments, loaded_at).persist()
     recomputed = None if keys is None else keys.withColumnRenamed("created_date", "activity_date")
     gone = _held_but_absent(spark, gold_table, merge_keys, out, recomputed)
     try:
@@ -778,14 +790,87 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
                           small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
         if result.rows_deleted:
             tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE")
+        also = {}
+        if daily:
+            # After Gold's own commit: a run that dies between the two leaves the parts where Gold's marks say
+            # they are, and the next run recomputes the same keys.
+            also[PARTS_MARK] = commit_parts(spark, gold_table, parts, parts_change, parts_base)
     finally:
-        for df in (gone, out, keys):
+        for df in (gone, out, parts, keys):
             if df is not None:
                 df.unpersist()
     result.watermarks = {c.table: str(c.until) for c in changes if c.until is not None}
     tables.set_watermarks(spark, gold_table, result.watermarks,
-                          read_snapshots={c.table: c.snapshot_id for c in changes if c.snapshot_id is not None})
+                          read_snapshots={c.table: c.snapshot_id for c in changes if c.snapshot_id is not None},
+                          also=also)
     return result
+
+
+PARTS = GOLD_SUBREDDIT_DAILY_PARTS.identifier
+PARTS_KEYS = ["subreddit_id", "activity_date", "source"]
+# On gold.subreddit_daily: the parts table's snapshot its rows were combined from, and its own snapshot then.
+# Either table written since by anything else (a run that died between the parts' commit and the marks, older
+# code, a hand edit) and the parts are not trusted: one full pass rebuilds both.
+PARTS_MARK = "lakehouse.parts-snapshot"
+
+
+def parts_mark(parts_snapshot: int | str | None, gold_snapshot: int | None) -> str:
+    return f"{parts_snapshot}@{gold_snapshot}"
+
+
+def _parts_for(
+    spark: SparkSession, silver: dict[Entity, DataFrame], changed: set[Entity], keys: DataFrame | None,
+    parts_base: int | None, loaded_at: datetime,
+) -> tuple[DataFrame, DataFrame | None]:
+    """The parts of the subreddit-days `keys` names (None: every day): recomputed from Silver for the `changed`
+    sources, read from the parts table (at `parts_base`) for the others; persisted. Also the MERGE source that
+    brings the parts table there (None: replace it whole): every recomputed (day, source), with its new part or,
+    gone, a null `items`."""
+    if keys is None:
+        return daily_parts(silver[Entity.POST], silver[Entity.COMMENT], loaded_at), None
+    days = keys.withColumnRenamed("created_date", "activity_date")
+    by_day = ["subreddit_id", "activity_date"]
+    # The date list lets Iceberg prune partitions (and the parts table's files) before the key join.
+    dates = [r.created_date for r in keys.select("created_date").distinct().collect()]
+    frames = []
+    for entity in Entity:
+        if entity in changed:
+            rows = silver[entity].where(F.col("created_date").isin(dates)).join(
+                F.broadcast(keys), ["subreddit_id", "created_date"], "left_semi")
+            frames.append(gold_tf.daily_parts(rows, entity, loaded_at))
+        elif parts_base is not None:
+            held = tables.at_snapshot(spark, PARTS, parts_base).where(
+                (F.col("source") == entity.value) & F.col("activity_date").isin(dates))
+            frames.append(held.join(F.broadcast(days), by_day, "left_semi"))
+    parts = reduce(DataFrame.unionByName, frames).persist()
+    sources = spark.createDataFrame([(e.value,) for e in Entity if e in changed], "source string")
+    slots = days.crossJoin(F.broadcast(sources))
+    change = slots.join(parts, PARTS_KEYS, "left").select(*GOLD_SUBREDDIT_DAILY_PARTS.names)
+    return parts, change
+
+
+def daily_parts(posts: DataFrame, comments: DataFrame, loaded_at: datetime) -> DataFrame:
+    """Every subreddit-day's parts from these Silver rows, persisted."""
+    return gold_tf.daily_parts(posts, Entity.POST, loaded_at).unionByName(
+        gold_tf.daily_parts(comments, Entity.COMMENT, loaded_at)).persist()
+
+
+def commit_parts(
+    spark: SparkSession, gold_table: str, parts: DataFrame, change: DataFrame | None, base: int | None,
+) -> str:
+    """Bring the parts table to `parts` in one commit, after `gold_table` was written from them; the mark that
+    says so (its parts snapshot "none" when another writer's commit came between: the next run rebuilds)."""
+    tables.expect_unchanged(spark, PARTS, base)
+    if change is None:
+        tables.replace_all(spark, PARTS, parts, base)
+    else:
+        tables.merge(spark, PARTS, change, PARTS_KEYS,
+                     "WHEN MATCHED AND s.items IS NULL THEN DELETE WHEN MATCHED THEN UPDATE SET * "
+                     "WHEN NOT MATCHED AND s.items IS NOT NULL THEN INSERT *")
+    snap, gold = tables.current_snapshot(spark, PARTS), tables.snapshot_id(spark, gold_table)
+    if snap is None or snap.snapshot_id == base:
+        return parts_mark(base, gold)  # nothing to change: still the parts Gold agrees with
+    return parts_mark(snap.snapshot_id if snap.parent_id == base else "none", gold)
 
 
 def gold_update(table_key: str) -> Callable[[SparkSession, str], GoldResult]:

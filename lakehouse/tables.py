@@ -163,15 +163,18 @@ def watermark(spark: SparkSession, table: str, source: str) -> str | None:
 
 
 def set_watermarks(
-    spark: SparkSession, table: str, marks: dict[str, str], read_snapshots: dict[str, int] | None = None
+    spark: SparkSession, table: str, marks: dict[str, str], read_snapshots: dict[str, int] | None = None,
+    also: dict[str, str] | None = None,
 ) -> None:
-    """Record how far `table` has processed its sources (and, if given, the source snapshots it read them at).
+    """Record how far `table` has processed its sources (and, if given, the source snapshots it read them at, and
+    `also`, further properties that must travel with them).
 
     This is a separate commit from the data, so every step is written to be idempotent: a crash between the
     two re-processes the same input and changes nothing.
     """
     props = {WATERMARK_PREFIX + k: v for k, v in marks.items()}
     props.update({READ_SNAPSHOT_PREFIX + k: str(v) for k, v in (read_snapshots or {}).items()})
+    props.update(also or {})
     set_properties(spark, table, props)
 
 

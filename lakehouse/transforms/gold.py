@@ -12,7 +12,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.contracts import GOLD, SENTIMENT
+from lakehouse.contracts import GOLD, GOLD_SUBREDDIT_DAILY_PARTS, SENTIMENT, Entity, TableContract
 
 # VADER's conventional thresholds for a positive / negative compound score.
 POSITIVE = 0.05
@@ -44,9 +44,9 @@ def _loaded(loaded_at: datetime) -> SparkColumn:
     return F.lit(loaded_at).cast("timestamp").alias("loaded_at")
 
 
-def _conform(df: DataFrame, table: str) -> DataFrame:
+def _conform(df: DataFrame, contract: TableContract) -> DataFrame:
     """Cast every column to the contract's exact type, in the contract's order."""
-    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in GOLD[table].columns])
+    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in contract.columns])
 
 
 def _item_columns() -> list[SparkColumn]:
@@ -74,7 +74,7 @@ def posts(silver_posts: DataFrame, loaded_at: datetime) -> DataFrame:
         "score",
         _loaded(loaded_at),
     )
-    return _conform(out, "posts")
+    return _conform(out, GOLD["posts"])
 
 
 def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
@@ -89,34 +89,51 @@ def comments(silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
         "score",
         _loaded(loaded_at),
     )
-    return _conform(out, "comments")
+    return _conform(out, GOLD["comments"])
+
+
+def daily_parts(silver: DataFrame, entity: Entity, loaded_at: datetime) -> DataFrame:
+    """Per subreddit and UTC day, the exact sums of one Silver table's rows that `subreddit_daily` is combined
+    from (gold.subreddit_daily_parts)."""
+    sentiment = _exact_sentiment() if entity is Entity.COMMENT else F.lit(None).cast(SENTIMENT)
+    nsfw = F.coalesce("subreddit_nsfw", F.lit(False)).cast("int")
+    out = silver.groupBy("subreddit_id", F.col("created_date").alias("activity_date")).agg(
+        F.max("subreddit_name").alias("subreddit_name"),
+        F.count("*").alias("items"),
+        F.sum("score").alias("score_sum"),
+        F.sum(nsfw).alias("nsfw_items"),
+        F.count(sentiment).alias("scored"),
+        F.sum(sentiment).alias("sentiment_sum"),
+        F.min(sentiment).alias("min_sentiment"),
+        F.max(sentiment).alias("max_sentiment"),
+    )
+    out = out.select("*", F.lit(entity.value).alias("source"), _loaded(loaded_at))
+    return _conform(out, GOLD_SUBREDDIT_DAILY_PARTS)
+
+
+def subreddit_daily_from_parts(parts: DataFrame, loaded_at: datetime) -> DataFrame:
+    """`subreddit_daily` for every subreddit-day `parts` holds (each day's parts: its posts', its comments')."""
+    posts = F.col("source") == Entity.POST.value
+    out = parts.groupBy("subreddit_id", "activity_date").agg(
+        F.max("subreddit_name").alias("subreddit_name"),
+        F.sum(F.when(posts, F.col("items")).otherwise(0)).alias("posts"),
+        F.sum(F.when(~posts, F.col("items")).otherwise(0)).alias("comments"),
+        F.sum("scored").alias("scored_comments"),
+        _exact_ratio(F.sum("sentiment_sum"), F.sum("scored"), 4).alias("mean_sentiment"),
+        F.min("min_sentiment").alias("min_sentiment"),
+        F.max("max_sentiment").alias("max_sentiment"),
+        _exact_ratio(F.sum("score_sum"), F.sum("items"), 2).alias("mean_score"),
+        _exact_ratio(F.sum("nsfw_items"), F.sum("items"), 4).alias("nsfw_share"),
+    )
+    return _conform(out.select("*", _loaded(loaded_at)), GOLD["subreddit_daily"])
 
 
 def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
     """Per subreddit and UTC day: counts (every comment), sentiment over the comments that have a score, mean score
     and NSFW share."""
-    items = silver_posts.select(
-        "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
-        F.lit(1).alias("is_post"), F.lit(None).cast("double").alias("sentiment"),
-    ).unionByName(
-        silver_comments.select(
-            "subreddit_id", "subreddit_name", "created_date", "score", "subreddit_nsfw",
-            F.lit(0).alias("is_post"), _exact_sentiment().alias("sentiment"),
-        )
-    )
-    nsfw = F.coalesce("subreddit_nsfw", F.lit(False)).cast("int")
-    out = items.groupBy("subreddit_id", F.col("created_date").alias("activity_date")).agg(
-        F.max("subreddit_name").alias("subreddit_name"),
-        F.sum("is_post").alias("posts"),
-        F.sum(1 - F.col("is_post")).alias("comments"),
-        F.count("sentiment").alias("scored_comments"),
-        _exact_ratio(F.sum("sentiment"), F.count("sentiment"), 4).alias("mean_sentiment"),
-        F.min("sentiment").alias("min_sentiment"),
-        F.max("sentiment").alias("max_sentiment"),
-        _exact_ratio(F.sum("score"), F.count("*"), 2).alias("mean_score"),
-        _exact_ratio(F.sum(nsfw), F.count("*"), 4).alias("nsfw_share"),
-    )
-    return _conform(out.select("*", _loaded(loaded_at)), "subreddit_daily")
+    parts = daily_parts(silver_posts, Entity.POST, loaded_at).unionByName(
+        daily_parts(silver_comments, Entity.COMMENT, loaded_at))
+    return subreddit_daily_from_parts(parts, loaded_at)
 
 
 def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
@@ -137,5 +154,5 @@ def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_
     ).join(per_post, "post_id", "left")
     out = out.withColumn("comments", F.coalesce("comments", F.lit(0)))
     out = out.withColumn("scored_comments", F.coalesce("scored_comments", F.lit(0)))
-    return _conform(out.select("*", _loaded(loaded_at)), "post_engagement")
+    return _conform(out.select("*", _loaded(loaded_at)), GOLD["post_engagement"])
 
