@@ -263,7 +263,8 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
             result = pipeline.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
             tables.replace_all(spark, gold_t, out, read_at)
             if parts is not None:
-                also[pipeline.PARTS_MARK] = pipeline.commit_parts(spark, gold_t, parts, None, parts_base)
+                parts_snapshot = pipeline.commit_parts(spark, parts, None, parts_base)
+                also[pipeline.PARTS_MARK] = pipeline.parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_t))
         finally:
             for df in (out, parts):
                 if df is not None:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Callable
 from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
@@ -24,6 +25,7 @@ from lakehouse.contracts import (
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry, current
 from lakehouse.writers import Liveness, default_liveness, process_writer
 from lakehouse.landing import LandedFile, LandingZone, check_key
+from lakehouse.spark import in_this_thread_context
 from lakehouse.transforms import bronze as bronze_tf
 from lakehouse.transforms import gold as gold_tf
 from lakehouse.transforms import silver as silver_tf
@@ -742,7 +744,7 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     expired = [c.table for c in changes if (m := marks.get(tables.READ_SNAPSHOT_PREFIX + c.table)) is not None
                and _lineage_after(spark, c.table, m) is None]
     parts_base = tables.snapshot_id(spark, PARTS) if daily else None
-    parts_astray = daily and marks.get(PARTS_MARK) != parts_mark(parts_base, base)
+    parts_astray = daily and not _parts_agree(spark, marks.get(PARTS_MARK), gold_table, base, parts_base)
     if parts_astray and base is not None:
         log.warning("%s: it or its parts table was written since it was last combined from them (%s, now %s); "
                     "one full pass rebuilds both", gold_table, marks.get(PARTS_MARK), parts_mark(parts_base, base))
@@ -785,16 +787,26 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
         result.rows_written = out.count()
         result.rows_deleted = gone.count() if gone is not None else 0
         tables.expect_unchanged(spark, gold_table, base)
-        if result.rows_written:
-            tables.upsert(spark, gold_table, out, merge_keys,
-                          small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
-        if result.rows_deleted:
-            tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE")
+
+        def write_gold() -> None:
+            if result.rows_written:
+                tables.upsert(spark, gold_table, out, merge_keys,
+                              small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
+            if result.rows_deleted:
+                tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE")
+
         also = {}
         if daily:
-            # After Gold's own commit: a run that dies between the two leaves the parts where Gold's marks say
-            # they are, and the next run recomputes the same keys.
-            also[PARTS_MARK] = commit_parts(spark, gold_table, parts, parts_change, parts_base)
+            # Two tables, two commits, made side by side (each is mostly waiting on planning and the catalog). A run
+            # that dies before the marks leaves either table at a snapshot they do not name: the next run rebuilds.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parts") as pool:
+                parts_done = pool.submit(in_this_thread_context(spark, commit_parts), spark, parts,
+                                         parts_change, parts_base)
+                write_gold()
+                parts_snapshot = parts_done.result()
+            also[PARTS_MARK] = parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_table))
+        else:
+            write_gold()
     finally:
         for df in (gone, out, parts, keys):
             if df is not None:
@@ -816,6 +828,27 @@ PARTS_MARK = "lakehouse.parts-snapshot"
 
 def parts_mark(parts_snapshot: int | str | None, gold_snapshot: int | None) -> str:
     return f"{parts_snapshot}@{gold_snapshot}"
+
+
+def _parts_agree(spark: SparkSession, mark: str | None, gold_table: str, gold_snapshot: int | None,
+                 parts_snapshot: int | None) -> bool:
+    """Whether Gold and its parts are as the last run left them: the mark names their current snapshots, or ones
+    after which only maintenance committed (compaction and manifest rewrites, `replace`, change no row)."""
+    if mark == parts_mark(parts_snapshot, gold_snapshot):
+        return True
+    marked = (mark or "").split("@")
+    return len(marked) == 2 and all(
+        _only_rewritten_since(spark, table, m, current)
+        for table, m, current in ((PARTS, marked[0], parts_snapshot), (gold_table, marked[1], gold_snapshot)))
+
+
+def _only_rewritten_since(spark: SparkSession, table: str, mark: str, current: int | None) -> bool:
+    if mark == str(current):
+        return True
+    if not mark.lstrip("-").isdigit():  # "none": another writer came between
+        return False
+    later = _lineage_after(spark, table, mark)
+    return later is not None and all(s.operation == "replace" for s in later)
 
 
 def _parts_for(
@@ -855,11 +888,9 @@ def daily_parts(posts: DataFrame, comments: DataFrame, loaded_at: datetime) -> D
         gold_tf.daily_parts(comments, Entity.COMMENT, loaded_at)).persist()
 
 
-def commit_parts(
-    spark: SparkSession, gold_table: str, parts: DataFrame, change: DataFrame | None, base: int | None,
-) -> str:
-    """Bring the parts table to `parts` in one commit, after `gold_table` was written from them; the mark that
-    says so (its parts snapshot "none" when another writer's commit came between: the next run rebuilds)."""
+def commit_parts(spark: SparkSession, parts: DataFrame, change: DataFrame | None, base: int | None) -> str:
+    """Bring the parts table to `parts` in one commit; the snapshot to record as the one Gold was combined from
+    ("none" when another writer's commit came between: the next run then rebuilds the parts)."""
     tables.expect_unchanged(spark, PARTS, base)
     if change is None:
         tables.replace_all(spark, PARTS, parts, base)
@@ -867,10 +898,10 @@ def commit_parts(
         tables.merge(spark, PARTS, change, PARTS_KEYS,
                      "WHEN MATCHED AND s.items IS NULL THEN DELETE WHEN MATCHED THEN UPDATE SET * "
                      "WHEN NOT MATCHED AND s.items IS NOT NULL THEN INSERT *")
-    snap, gold = tables.current_snapshot(spark, PARTS), tables.snapshot_id(spark, gold_table)
+    snap = tables.current_snapshot(spark, PARTS)
     if snap is None or snap.snapshot_id == base:
-        return parts_mark(base, gold)  # nothing to change: still the parts Gold agrees with
-    return parts_mark(snap.snapshot_id if snap.parent_id == base else "none", gold)
+        return str(base)  # nothing to change: still the parts Gold agrees with
+    return str(snap.snapshot_id) if snap.parent_id == base else "none"
 
 
 def gold_update(table_key: str) -> Callable[[SparkSession, str], GoldResult]:

@@ -7,6 +7,7 @@ an AWS job entry point all build their session from it, so the transformations s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
 
@@ -18,6 +19,7 @@ SQLITE_JDBC_PACKAGE = "org.xerial:sqlite-jdbc:3.46.1.3"
 # Debian's libxerial-sqlite-jdbc-java ships the driver without its native library (that is in -jni).
 DEBIAN_SQLITE_JDBC_JAR = Path("/usr/share/java/sqlite-jdbc.jar")
 DEBIAN_JNI_DIR = Path("/usr/lib/x86_64-linux-gnu/jni")
+T = TypeVar("T")
 
 
 def iceberg_runtime_jar() -> Path | None:
@@ -149,3 +151,17 @@ def get_spark(settings: LakehouseSettings):
         builder = builder.config(key, value)
     settings.home_abs.mkdir(parents=True, exist_ok=True)
     return builder.getOrCreate()
+
+
+def in_this_thread_context(spark, fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` for another thread, with this thread's Spark local properties (the run's job group, which the warm
+    engine cancels when the run dies) and its active session (a run on the engine has a session of its own)."""
+    from pyspark.util import inheritable_thread_target
+
+    target = inheritable_thread_target(fn)
+
+    def run(*args, **kwargs) -> T:
+        spark._jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
+        return target(*args, **kwargs)
+
+    return run

@@ -7,7 +7,6 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 from pyspark.sql import SparkSession
-from pyspark.util import inheritable_thread_target
 
 from lakehouse import tables
 from lakehouse.contracts import TableContract
@@ -16,6 +15,7 @@ from lakehouse.markdown import markdown_table
 from lakehouse import quality
 from lakehouse.quality import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
+from lakehouse.spark import in_this_thread_context
 from lakehouse.writers import Liveness
 from resources import SparkResource
 from resources.runs import liveness
@@ -182,24 +182,12 @@ def evaluate_checks(
     chosen = [c for c in checks if c.key in context.selected_asset_check_keys]
     alive, full = liveness(context.instance), full_scope(context)
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
-        running = {e: pool.submit(_in_this_run(spark, e), spark, full, alive)
+        running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
                    for e in dict.fromkeys(c.evaluate for c in chosen)}
         for check in chosen:
             outcome = check.of(running[check.evaluate].result())  # a check that raised fails the step, as before
             yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
                                spark=spark)
-
-
-def _in_this_run(spark: SparkSession, evaluate: Evaluate) -> Evaluate:
-    """`evaluate` for another thread, with this thread's Spark local properties (the run's job group, which the
-    warm engine cancels when the run dies) and its active session (a run on the engine has a session of its own)."""
-    target = inheritable_thread_target(evaluate)
-
-    def run(*args):
-        spark._jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
-        return target(*args)
-
-    return run
 
 
 def selected(context: dg.AssetExecutionContext, *keys: dg.AssetKey) -> bool:

@@ -378,3 +378,12 @@ def test_parts_or_gold_written_by_anything_else_are_rebuilt_in_one_full_pass(spa
     # Trusted again: the next batch is incremental.
     assert not _posts_batch(spark, loaded, tmp_path / "later", 40_000)["subreddit_daily"].full_rebuild
     assert _gold_daily(spark) == _daily_from_silver(spark)
+    # Maintenance commits to both (compaction, manifest rewrites) change no row: still trusted.
+    for table in ("gold.subreddit_daily", "gold.subreddit_daily_parts"):
+        before = tables.snapshot_id(spark, table)
+        spark.sql(f"CALL lakehouse.system.rewrite_data_files(table => '{table}', "
+                  "options => map('rewrite-all', 'true'))")
+        spark.sql(f"CALL lakehouse.system.rewrite_manifests(table => '{table}')")
+        assert tables.snapshot_id(spark, table) != before
+    assert not _posts_batch(spark, loaded, tmp_path / "compacted", 50_000)["subreddit_daily"].full_rebuild
+    assert _gold_daily(spark) == _daily_from_silver(spark)

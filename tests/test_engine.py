@@ -156,17 +156,17 @@ first.session.range(3).createOrReplaceTempView("mine")
 first.session.conf.set("spark.sql.shuffle.partitions", "7")
 second = engine.attach(settings, conf, "two")
 
-# A step evaluates its checks in other threads: they run in the run's job group (which the engine cancels when the
-# run dies) and with the run's session, not the engine's own.
+# A step evaluates its checks (and Gold commits its parts) in other threads: they run in the run's job group
+# (which the engine cancels when the run dies) and with the run's session, not the engine's own.
 from concurrent.futures import ThreadPoolExecutor
-from lakehouse_assets.metadata import _in_this_run
+from lakehouse.spark import in_this_thread_context
 
 def seen(spark, full, alive):
     active = spark._jvm.org.apache.spark.sql.SparkSession.active()
     return spark.sparkContext.getLocalProperty("spark.jobGroup.id"), active.conf().get("spark.sql.shuffle.partitions")
 
 with ThreadPoolExecutor(1) as pool:
-    check_thread = pool.submit(_in_this_run(first.session, seen), first.session, False, None).result()
+    check_thread = pool.submit(in_this_thread_context(first.session, seen), first.session, False, None).result()
 print(json.dumps({"second_sees_view": second.session.catalog.tableExists("mine"),
                   "second_partitions": second.session.conf.get("spark.sql.shuffle.partitions"),
                   "first_count": first.session.table("mine").count(),
