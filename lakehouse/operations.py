@@ -250,7 +250,8 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
         posts, comments = (changes[t].table_rows(spark) for t in sources)
         now = pipeline.utcnow()
         # subreddit_daily is combined from its parts, which are rebuilt with it.
-        parts = pipeline.daily_parts(posts, comments, now) if table_key == "subreddit_daily" else None
+        parts = (gold_tf.all_daily_parts(posts, comments, now).persist() if table_key == "subreddit_daily"
+                 else None)
         parts_base = tables.snapshot_id(spark, pipeline.PARTS) if parts is not None else None
         builds = {"posts": lambda: gold_tf.posts(posts, now), "comments": lambda: gold_tf.comments(comments, now),
                   "subreddit_daily": lambda: gold_tf.subreddit_daily_from_parts(parts, now),

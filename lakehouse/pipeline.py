@@ -860,7 +860,7 @@ def _parts_for(
     brings the parts table there (None: replace it whole): every recomputed (day, source), with its new part or,
     gone, a null `items`."""
     if keys is None:
-        return daily_parts(silver[Entity.POST], silver[Entity.COMMENT], loaded_at), None
+        return gold_tf.all_daily_parts(silver[Entity.POST], silver[Entity.COMMENT], loaded_at).persist(), None
     days = keys.withColumnRenamed("created_date", "activity_date")
     by_day = ["subreddit_id", "activity_date"]
     # The date list lets Iceberg prune partitions (and the parts table's files) before the key join.
@@ -880,12 +880,6 @@ def _parts_for(
     slots = days.crossJoin(F.broadcast(sources))
     change = slots.join(parts, PARTS_KEYS, "left").select(*GOLD_SUBREDDIT_DAILY_PARTS.names)
     return parts, change
-
-
-def daily_parts(posts: DataFrame, comments: DataFrame, loaded_at: datetime) -> DataFrame:
-    """Every subreddit-day's parts from these Silver rows, persisted."""
-    return gold_tf.daily_parts(posts, Entity.POST, loaded_at).unionByName(
-        gold_tf.daily_parts(comments, Entity.COMMENT, loaded_at)).persist()
 
 
 def commit_parts(spark: SparkSession, parts: DataFrame, change: DataFrame | None, base: int | None) -> str:

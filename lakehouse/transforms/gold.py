@@ -128,12 +128,16 @@ def subreddit_daily_from_parts(parts: DataFrame, loaded_at: datetime) -> DataFra
     return _conform(out.select("*", _loaded(loaded_at)), GOLD["subreddit_daily"])
 
 
+def all_daily_parts(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
+    """Both sources' parts of every subreddit-day these Silver rows fall on."""
+    return daily_parts(silver_posts, Entity.POST, loaded_at).unionByName(
+        daily_parts(silver_comments, Entity.COMMENT, loaded_at))
+
+
 def subreddit_daily(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
     """Per subreddit and UTC day: counts (every comment), sentiment over the comments that have a score, mean score
     and NSFW share."""
-    parts = daily_parts(silver_posts, Entity.POST, loaded_at).unionByName(
-        daily_parts(silver_comments, Entity.COMMENT, loaded_at))
-    return subreddit_daily_from_parts(parts, loaded_at)
+    return subreddit_daily_from_parts(all_daily_parts(silver_posts, silver_comments, loaded_at), loaded_at)
 
 
 def post_engagement(silver_posts: DataFrame, silver_comments: DataFrame, loaded_at: datetime) -> DataFrame:
