@@ -388,3 +388,19 @@ def test_parts_or_gold_written_by_anything_else_are_rebuilt_in_one_full_pass(spa
         assert tables.snapshot_id(spark, table) != before
     assert not _posts_batch(spark, loaded, tmp_path / "compacted", 50_000)["subreddit_daily"].full_rebuild
     assert _gold_daily(spark) == _daily_from_silver(spark)
+
+
+def test_comments_of_posts_not_loaded_delete_nothing_from_post_engagement(spark, loaded, restore, tmp_path):
+    """Comments whose posts have not arrived (an export of comments alone) give post_engagement no row and take
+    none away: the step reports no deletion (and makes no delete commit) for keys Gold never held. (Comment files
+    earlier tests landed are ingested again too: `restore` rolled the tables back, not the landing zone.)"""
+    files = generate(tmp_path, posts=0, comments=40, files=1, seed=5, days=4, subreddits=3, id_offset=70_000,
+                     repeat_share=0)
+    loaded.land(files.comments[0], Entity.COMMENT)
+    pipeline.ingest_bronze(spark, loaded, Entity.COMMENT)
+    assert pipeline.update_silver(spark, Entity.COMMENT).inserted >= 40
+    held = spark.table("gold.post_engagement").count()
+    result = pipeline.update_gold_aggregate(spark, "post_engagement")
+    assert result.rows_deleted == 0
+    assert spark.table("gold.post_engagement").count() == held
+    assert quality.gold_reconciled(spark, "post_engagement", full=True).passed
