@@ -70,13 +70,6 @@ def engine_dir(settings: LakehouseSettings) -> Path:
 # How the driver JVM runs, not what it computes: the engine sizes its own (engine_conf), and a run's choice of
 # heap or JIT for a driver of its own does not keep it from attaching.
 DRIVER_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions")
-# Spark compiles each query's generated code (Janino) and caches the classes JVM-wide by their source, 100 by
-# default. A routine run compiles ~440 (every stage's whole-stage code, projections, predicates), so on a warm
-# driver the cache never held the last run's classes: each run compiled them again, and the JIT compiled the new
-# classes again (10-15 s of the JIT's CPU a run on two cores). With room for a few runs' worth, a warm run compiles
-# ~40 (the cache is an LRU: its classes, tens of KB each, stay bounded). A static setting: only the engine's driver
-# sets it, at start (LAKEHOUSE_SPARK_CONF can override it); it changes no result.
-ENGINE_ONLY = {"spark.sql.codegen.cache.maxEntries": "2000"}
 # The engine gives memory back between runs: after this long without a collection, G1 runs a concurrent cycle
 # and uncommits the free heap (JEP 346), so an idle engine does not sit at the peak of its last run.
 PERIODIC_GC_OPTION = "-XX:G1PeriodicGCInterval=30000"
@@ -84,18 +77,18 @@ PERIODIC_GC_OPTION = "-XX:G1PeriodicGCInterval=30000"
 
 def fingerprint(conf: dict[str, str]) -> str:
     """What a run's Spark settings must match to use the engine: everything that can change a result."""
-    relevant = {k: v for k, v in conf.items() if k not in DRIVER_ONLY and k not in ENGINE_ONLY}
+    relevant = {k: v for k, v in conf.items() if k not in DRIVER_ONLY}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def engine_conf(settings: LakehouseSettings) -> dict[str, str]:
-    """The engine driver's Spark settings: a run's, with the engine's heap, periodic collection and code cache."""
+    """The engine driver's Spark settings: a run's, with the engine's heap and its periodic collection."""
     from lakehouse.spark import spark_conf
 
     conf = spark_conf(settings)
     options = conf.get("spark.driver.extraJavaOptions", "")
-    return ENGINE_ONLY | conf | {"spark.driver.memory": settings.engine_memory,
-                                 "spark.driver.extraJavaOptions": f"{options} {PERIODIC_GC_OPTION}".strip()}
+    return conf | {"spark.driver.memory": settings.engine_memory,
+                   "spark.driver.extraJavaOptions": f"{options} {PERIODIC_GC_OPTION}".strip()}
 
 
 def _pid_alive(pid: int, process: str | None = None) -> bool:
