@@ -170,40 +170,24 @@ def layer_checks(checks: list[Check]) -> list[Check]:
     return checks
 
 
-def chosen_checks(context: dg.AssetExecutionContext, checks: list[Check]) -> list[Check]:
-    """The checks of `checks` the run selected."""
-    return [c for c in checks if c.key in context.selected_asset_check_keys]
-
-
-def check_outcomes(spark: SparkSession, checks: list[Check], full: bool, alive: Liveness) -> list[CheckOutcome]:
-    """The outcomes of `checks`, in their order, evaluated with `spark` (no Dagster context: any thread may call it).
-
-    The evaluations run side by side (one per `evaluate`: checks answered by one scan share it). A check's Spark
-    jobs on a small batch are mostly driver-side planning and commits on one thread, so a second thread keeps the
-    second core busy. A check that raised raises here (it fails the step, as a check step's error did)."""
-    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
-        running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
-                   for e in dict.fromkeys(c.evaluate for c in checks)}
-        return [check.of(running[check.evaluate].result()) for check in checks]
-
-
-def check_results(
-    context: dg.AssetExecutionContext, spark: SparkSession, checks: list[Check], outcomes: list[CheckOutcome]
-) -> Iterator[dg.AssetCheckResult]:
-    """The step's `AssetCheckResult`s for these outcomes, in the order the layer declares the checks."""
-    for check, outcome in zip(checks, outcomes):
-        yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset, spark=spark)
-
-
 def evaluate_checks(
     context: dg.AssetExecutionContext, spark: SparkSession, checks: list[Check]
 ) -> Iterator[dg.AssetCheckResult]:
     """The step's selected checks, evaluated with its session right after it wrote (no step of their own).
 
-    A run of the nightly `full_quality_checks` job selects only the checks: then they look at whole tables."""
-    chosen = chosen_checks(context, checks)
-    outcomes = check_outcomes(spark, chosen, full_scope(context), liveness(context.instance))
-    yield from check_results(context, spark, chosen, outcomes)
+    A run of the nightly `full_quality_checks` job selects only the checks: then they look at whole tables.
+    The evaluations run side by side (one per `evaluate`: checks answered by one scan share it). A check's Spark
+    jobs on a small batch are mostly driver-side planning and commits on one thread, so a second thread keeps the
+    second core busy; the results are reported in the order the layer declares them."""
+    chosen = [c for c in checks if c.key in context.selected_asset_check_keys]
+    alive, full = liveness(context.instance), full_scope(context)
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
+        running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
+                   for e in dict.fromkeys(c.evaluate for c in chosen)}
+        for check in chosen:
+            outcome = check.of(running[check.evaluate].result())  # a check that raised fails the step, as before
+            yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
+                               spark=spark)
 
 
 def selected(context: dg.AssetExecutionContext, *keys: dg.AssetKey) -> bool:
