@@ -712,15 +712,13 @@ def _held_but_absent(spark: SparkSession, gold_table: str, merge_keys: list[str]
     lacks: a subreddit-day everything moved out of, a post or comment an operator retracted. Persisted and
     counted before the upsert, because it may read Gold itself."""
     if recomputed is not None:
-        absent = recomputed.join(present.select(*merge_keys), merge_keys, "left_anti").persist()
+        # Both sides are persisted by the caller: the anti-join is small and cheap to evaluate twice.
+        absent = recomputed.join(present.select(*merge_keys), merge_keys, "left_anti")
         if absent.isEmpty():
             return absent
         # A recomputed key Gold never held (the comments of a post that has not arrived) is no deletion: only the
         # keys Gold has are deleted, so nothing is counted, or committed, for the others.
-        held = spark.table(gold_table).select(*merge_keys).join(absent, merge_keys, "left_semi").persist()
-        held.count()
-        absent.unpersist()
-        return held
+        return spark.table(gold_table).select(*merge_keys).join(absent, merge_keys, "left_semi").persist()
     snap = tables.current_snapshot(spark, gold_table)
     if not snap or not int(snap.summary.get("total-records", 0)):
         return None
