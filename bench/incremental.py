@@ -73,6 +73,16 @@ def engine_peak_gib(home: Path) -> float | None:
     return round(kib / 2**20, 2)
 
 
+def land_new_file(home: Path, scratch: Path, entity: str, n: int, prefix: str, id_base: int, seed: int) -> None:
+    """Land the n-th routine file: 10,000 new rows of `entity` with ids no earlier file (or bench run) used."""
+    offset = id_base + (int(time.time()) % 10_000) * 1_000_000 + n * 100_000
+    new = generate(scratch / str(n), posts=10_000 if entity == "post" else 0,
+                   comments=10_000 if entity == "comment" else 0, files=1, seed=seed, id_offset=offset,
+                   prefix=f"{prefix}{int(time.time())}-{n}", repeat_share=0)
+    source = (new.posts if entity == "post" else new.comments)[0]
+    shutil.copy(source, home / "landing" / "input" / entity / source.name)
+
+
 def build(home: Path, rows: int) -> dict:
     subprocess.run([str(BIN / "lakehouse"), "init"], env=env_for(home, "auto"), check=True, capture_output=True)
     generate(home / "landing", posts=rows // 3, comments=rows - rows // 3, files=4, seed=42)
@@ -111,12 +121,7 @@ def main() -> int:
         for entity, select in (("post", "bronze/posts*"), ("comment", "bronze/comments*")):
             for label, engine, code in modes:
                 n += 1
-                offset = 60_000_000 + (int(time.time()) % 10_000) * 1_000_000 + n * 100_000
-                new = generate(scratch / str(n), posts=10_000 if entity == "post" else 0,
-                               comments=10_000 if entity == "comment" else 0, files=1, seed=100 + n,
-                               id_offset=offset, prefix=f"increment{int(time.time())}-{n}", repeat_share=0)
-                source = (new.posts if entity == "post" else new.comments)[0]
-                shutil.copy(source, home / "landing" / "input" / entity / source.name)
+                land_new_file(home, scratch, entity, n, "increment", id_base=60_000_000, seed=100 + n)
                 run = materialize(home, select, engine, home / f"inc-{n}.log", code)
                 run |= {"entity": entity, "engine": label, "repeat": rep, "code": str(code)}
                 result["runs"].append(run)

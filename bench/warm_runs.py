@@ -18,19 +18,16 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
-from incremental import BIN, env_for, materialize  # noqa: E402
-from lakehouse.generator import generate  # noqa: E402
+from incremental import BIN, env_for, land_new_file, materialize  # noqa: E402
 
 KINDS = (("executor_tasks", re.compile(r"^Executor task")), ("jit", re.compile(r"^C\d CompilerThre")),
          ("gc", re.compile(r"^(G1|GC |VM Thread)")))
@@ -50,22 +47,25 @@ def engine_jvm(home: Path) -> int:
     return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of each live thread of the process, by thread id (name, seconds)."""
+def _cpu_seconds(stat: str) -> tuple[str, float]:
+    """A /proc stat line's name and CPU seconds (user + system)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """Each live thread of the process by thread id: (name, CPU seconds)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            out[tid] = _cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat").read_text())
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[tid] = (stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return out
 
 
 def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_seconds(Path(f"/proc/{pid}/stat").read_text())[1]
 
 
 def cpu_split(before: dict, after: dict, total: float) -> dict[str, float]:
@@ -84,15 +84,6 @@ def compilations(home: Path, code: Path) -> int:
     done = subprocess.run([sys.executable, "-c", COMPILATIONS], env=env_for(home, "auto", code), cwd=code,
                           capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1])
-
-
-def land(home: Path, scratch: Path, entity: str, n: int) -> None:
-    offset = 200_000_000 + (int(time.time()) % 10_000) * 1_000_000 + n * 100_000
-    new = generate(scratch / str(n), posts=10_000 if entity == "post" else 0,
-                   comments=10_000 if entity == "comment" else 0, files=1, seed=500 + n, id_offset=offset,
-                   prefix=f"warm{int(time.time())}-{n}", repeat_share=0)
-    source = (new.posts if entity == "post" else new.comments)[0]
-    shutil.copy(source, home / "landing" / "input" / entity / source.name)
 
 
 def main() -> int:
@@ -119,7 +110,7 @@ def main() -> int:
         for i in range(args.warm + 2 * args.runs):
             entity = ("post", "comment")[i % 2]
             n += 1
-            land(home, scratch, entity, n)
+            land_new_file(home, scratch, entity, n, "warm", id_base=200_000_000, seed=500 + n)
             jvm = engine_jvm(home)
             before, cpu0, compiled0 = thread_cpu(jvm), process_cpu(jvm), compilations(home, code)
             run = materialize(home, f"bronze/{entity}s*", "auto", home / f"warm-{n}.log", code)
