@@ -268,7 +268,7 @@ def cmd_refresh(args) -> int:
 
 def cmd_maintain(args) -> int:
     config = {"retention_hours": args.retention_hours or 0, "compact": not args.no_compact,
-              "remove_orphans": not args.no_orphans}
+              "remove_orphans": not args.no_orphans, "tables": args.table or []}
     result, status = _run_job("table_maintenance", {"ops": {"maintain_tables": {"config": config}}}, args)
     if status == 0:
         for m in result.output_for_node("maintain_tables"):
@@ -380,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     accept.add_argument("--revoke", action="store_true", help="take the acceptance back")
     accept.set_defaults(func=cmd_accept)
 
-    maintain = operator("maintain", "compact small files, rewrite manifests, expire old snapshots (the hourly "
+    maintain = operator("maintain", "compact small files, rewrite manifests, expire old snapshots (the "
                         "table_maintenance job)", why_required=False)
     maintain.add_argument("--retention-hours", type=int, help="history kept for time travel "
                           "(default LAKEHOUSE_SNAPSHOT_RETENTION_HOURS)")
+    maintain.add_argument("--table", action="append", help="only this table (repeat for more), e.g. silver.posts")
     maintain.add_argument("--no-compact", action="store_true", help="only expire snapshots")
     maintain.add_argument("--no-orphans", action="store_true", help="skip the listing for orphan files")
     maintain.set_defaults(func=cmd_maintain)

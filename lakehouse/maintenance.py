@@ -14,6 +14,11 @@ snapshot on stays: `older_than` is the earlier of the retention cutoff and that 
 by value (every `lakehouse.*` property holding a snapshot id of the table), so a new kind of mark is protected
 without a change here. Should a mark's snapshot be gone anyway (an expiry by hand), the step that reads it falls
 back to one full pass (tested).
+
+When: a micro-batch sensor adds ~30 files per batch to each day-partitioned table it writes, and each costs every
+later run a read (bench/results/2026-12-01-warm-runs.md: 651 files against 31 made a run's executor CPU 1.4-1.7x),
+so the clock is the wrong trigger. The `table_growth` sensor compacts a table once `compact_after_files` data files
+were added since its last maintenance (`grown`), only the tables that grew; a nightly schedule does them all.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse import tables
 from lakehouse.contracts import ALL_TABLES, BRONZE
+from lakehouse.errors import UserError
 from lakehouse.settings import CATALOG_NAME
 
 log = logging.getLogger(__name__)
@@ -132,17 +138,48 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
     return result
 
 
+def data_file_counts(catalog) -> dict[str, int]:
+    """Each existing table's data files now, from its current snapshot's summary (pyiceberg: metadata only)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    counts = {}
+    for contract in ALL_TABLES:
+        try:
+            snap = catalog.load_table(contract.identifier).current_snapshot()
+        except NoSuchTableError:
+            continue
+        counts[contract.identifier] = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap else 0
+    return counts
+
+
+def grown(counts: dict[str, int], baseline: dict[str, int], after_files: int) -> list[str]:
+    """The tables with `after_files` or more data files beyond their count after their last maintenance (a table
+    never maintained counts from zero)."""
+    return [t for t, n in counts.items() if n - baseline.get(t, 0) >= after_files]
+
+
+def table_names(names: list[str] | None) -> list[str]:
+    """The tables asked for, in maintenance order; all when none are named; an unknown name fails loudly."""
+    known = [contract.identifier for contract in ALL_TABLES]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise UserError(f"no such table: {', '.join(unknown)} (the tables are {', '.join(known)})")
+    return [t for t in known if not names or t in names]
+
+
 def maintain(spark: SparkSession, retention: timedelta, compact: bool = True, remove_orphans: bool = True,
              now: datetime | None = None, min_input_files: int = MIN_INPUT_FILES,
-             retain_last: int = RETAIN_LAST) -> list[TableMaintenance]:
-    """Maintain every lakehouse table (run in the `lakehouse` pool: never beside a run that writes)."""
+             retain_last: int = RETAIN_LAST, only: list[str] | None = None) -> list[TableMaintenance]:
+    """Maintain the lakehouse tables, or `only` those named (run in the `lakehouse` pool: never beside a run that
+    writes)."""
+    names = table_names(only)
     tables.ensure_tables(spark)
     marks = marked_snapshots(spark)
     done = []
-    for contract in ALL_TABLES:
-        result = maintain_table(spark, contract.identifier, retention, marks, now=now, compact=compact,
+    for table in names:
+        result = maintain_table(spark, table, retention, marks, now=now, compact=compact,
                                 remove_orphans=remove_orphans, min_input_files=min_input_files,
                                 retain_last=retain_last)
-        log.info("maintained %s: %s", contract.identifier, result.summary())
+        log.info("maintained %s: %s", table, result.summary())
         done.append(result)
     return done

@@ -69,6 +69,9 @@ class LakehouseSettings:
     engine_memory: str = "2g"
     # Table maintenance keeps this much history for time travel (snapshots an incremental mark needs stay longer).
     snapshot_retention_hours: int = 168
+    # A table gets compacted (by the table_growth sensor) once this many data files were added since it last was:
+    # a 10k-row posts batch adds ~30 (one per day it touches), and each small file costs every later run a read.
+    compact_after_files: int = 200
     # The SQLite JDBC driver for Spark's local catalog (None: Debian's package, else Maven).
     sqlite_jdbc_jar: Path | None = None
     # AWS: Glue 5.0 and EMR 7 bring Iceberg and the AWS SDK (their jobs set LAKEHOUSE_ICEBERG_PROVIDED=true);
@@ -132,7 +135,8 @@ KNOWN_VARIABLES = (
     "LAKEHOUSE_ENV", "LAKEHOUSE_HOME", "LAKEHOUSE_SPARK_MASTER", "LAKEHOUSE_SPARK_DRIVER_MEMORY",
     "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_SPARK_CONF",
     "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS", "LAKEHOUSE_ENGINE_MEMORY", "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS",
-    "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET", "LAKEHOUSE_S3_PREFIX",
+    "LAKEHOUSE_COMPACT_AFTER_FILES", "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET",
+    "LAKEHOUSE_S3_PREFIX",
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
     "LAKEHOUSE_SENSOR_BATCH_SIZE", "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "LAKEHOUSE_QUARANTINE_MAX_RATE",
@@ -300,6 +304,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         engine_idle_seconds=read.positive_int("LAKEHOUSE_ENGINE_IDLE_SECONDS", 1800, 7 * 86400),
         engine_memory=read.matching("LAKEHOUSE_ENGINE_MEMORY", "2g", _JVM_MEMORY, "a JVM memory size such as 2g or 2048m"),
         snapshot_retention_hours=read.positive_int("LAKEHOUSE_SNAPSHOT_RETENTION_HOURS", 168, 24 * 3650),
+        compact_after_files=read.positive_int("LAKEHOUSE_COMPACT_AFTER_FILES", 200, 10_000_000),
         sqlite_jdbc_jar=Path(jar) if jar else None,
         iceberg_provided=read.flag("LAKEHOUSE_ICEBERG_PROVIDED"),
         s3_bucket=bucket,

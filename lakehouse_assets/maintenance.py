@@ -1,5 +1,6 @@
-"""Table maintenance on a schedule: compaction, manifest rewrites and snapshot expiry for every table
-(lakehouse/maintenance.py), in the `lakehouse` pool so it never runs beside a run that writes."""
+"""Table maintenance: compaction, manifest rewrites and snapshot expiry (lakehouse/maintenance.py), in the
+`lakehouse` pool so it never runs beside a run that writes. The tables that grew are done when they grew (the
+table_growth sensor, sensors/table_growth.py); every table nightly."""
 
 from datetime import timedelta
 
@@ -18,6 +19,8 @@ class MaintenanceConfig(dg.Config):
     compact: bool = Field(default=True, description="compact small data files and rewrite manifests")
     min_input_files: int = Field(default=maintenance.MIN_INPUT_FILES, description="compact a partition once it "
                                  "holds this many small files")
+    tables: list[str] = Field(default=[], description="the tables to maintain, e.g. ['silver.posts']; none: all "
+                              "(an unknown name fails the run)")
     remove_orphans: bool = Field(default=True, description="delete files no snapshot references (left by failed "
                                  "commits, older than three days): a listing of every table's folder")
 
@@ -29,7 +32,8 @@ def maintain_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, s
     done = [m.summary() for m in maintenance.maintain(spark.spark_session, timedelta(hours=hours),
                                                        compact=config.compact,
                                                        remove_orphans=config.remove_orphans,
-                                                       min_input_files=config.min_input_files)]
+                                                       min_input_files=config.min_input_files,
+                                                       only=config.tables or None)]
     context.log.info(f"maintained {len(done)} tables, history kept {hours} h")
     columns = ["table", "data_files_before", "data_files_after", "snapshots_before", "snapshots_after",
                "rewritten_manifests", "kept_for_marks"]
@@ -48,13 +52,6 @@ def table_maintenance():
 defs = dg.Definitions(
     jobs=[table_maintenance],
     schedules=[
-        dg.ScheduleDefinition(
-            name="table_maintenance_hourly",
-            job=table_maintenance,
-            cron_schedule="17 * * * *",  # micro-batches add files all day; cheap where nothing piled up
-            run_config={"ops": {"maintain_tables": {"config": {"remove_orphans": False}}}},
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-        ),
         dg.ScheduleDefinition(
             name="table_maintenance_nightly",
             job=table_maintenance,

@@ -115,3 +115,62 @@ def then_an_expired_mark_falls_back_to_a_full_pass(spark, settings, lakehouse, i
         pipeline.update_gold_aggregate(spark, table_key)
     assert spark.sql("SELECT sum(posts) FROM gold.subreddit_daily").first()[0] == spark.table("silver.posts").count()
     assert not {r.post_id for r in spark.sql("SELECT post_id FROM gold.post_engagement").collect()} & set(gone)
+
+
+def test_unknown_table_name_fails_loudly():
+    from lakehouse.errors import UserError
+
+    assert maintenance.table_names(["gold.posts", "silver.posts"]) == ["silver.posts", "gold.posts"]
+    with pytest.raises(UserError, match="no such table: silver.post "):
+        maintenance.table_names(["silver.post", "gold.posts"])
+
+
+def test_table_growth_sensor_compacts_only_the_tables_that_grew_once_per_growth(spark, settings, lakehouse,
+                                                                                 instance, tmp_path):
+    import json
+
+    import dagster as dg
+
+    from lakehouse.settings import load_settings
+    from resources import LakehouseResource
+    from sensors.table_growth import SENSOR_NAME, build_table_growth_sensor
+
+    for seed in (1, 2):  # each run writes one file into each of the 3 days of the tables it writes
+        land_batches(lakehouse, tmp_path, 1, start=seed)
+        assert materialize(instance).success
+    resource = LakehouseResource.from_settings(settings)
+    counts = maintenance.data_file_counts(resource.catalog())
+    assert counts["silver.posts"] == spark.sql("SELECT count(*) FROM silver.posts.files").first()[0] == 6
+    sensor = build_table_growth_sensor(load_settings({"LAKEHOUSE_HOME": str(settings.home),
+                                                      "LAKEHOUSE_COMPACT_AFTER_FILES": "5"}))
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lakehouse": resource}) as ctx:
+            result = sensor(ctx)
+        return result.run_requests or [], result.cursor
+
+    (request,), cursor = tick(None)
+    due = request.run_config["ops"]["maintain_tables"]["config"]["tables"]
+    assert due == [t for t, n in counts.items() if n >= 5]
+    assert "silver.posts" in due and "bronze.posts" not in due  # Bronze is unpartitioned: one file a batch
+    # Asked for, not yet launched, then queued or going: nothing more is asked for.
+    assert tick(cursor) == ([], None)  # (None: the cursor stays as it was)
+    from lakehouse_assets.definitions import defs
+
+    result = defs.resolve_job_def("table_maintenance").execute_in_process(
+        run_config=request.run_config, instance=instance,
+        tags={**request.tags, "dagster/sensor_name": SENSOR_NAME, "dagster/run_key": request.run_key})
+    assert result.success
+    done = {m["table"]: m for m in result.output_for_node("maintain_tables")}
+    assert list(done) == due  # only the tables that grew
+    assert done["silver.posts"]["data_files_after"] == 3  # one per day
+
+    # The run ended: what it left is the baseline, and a table is asked for again only once it grows as much again.
+    requests, cursor = tick(cursor)
+    assert requests == [] and json.loads(cursor)["baseline"]["silver.posts"] == 3
+    assert tick(cursor)[0] == []
+    for seed in (3, 4):
+        land_batches(lakehouse, tmp_path, 1, start=seed)
+        assert materialize(instance).success
+    (request,), cursor = tick(cursor)
+    assert "silver.posts" in request.run_config["ops"]["maintain_tables"]["config"]["tables"]
