@@ -113,13 +113,26 @@ def runs_in_progress(home: Path) -> bool:
             dg.DagsterRunStatus.STARTED]), limit=1))
 
 
+def maintenance_runs(home: Path) -> list[dict]:
+    """The table_maintenance runs the table_growth sensor (or a schedule) started: tables, seconds, status."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster"))) as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name="table_maintenance"))
+    return [{"tables": r.dagster_run.tags.get("lakehouse/tables", "all"), "status": r.dagster_run.status.value,
+             "seconds": round((r.end_time or 0) - (r.start_time or 0), 1)} for r in reversed(records)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--interval", type=int, default=2, help="sensor interval, seconds")
     parser.add_argument("--maintain-every", type=int, default=0,
-                        help="run table maintenance after every N files (the soak: what the hourly job does)")
+                        help="also run all-table maintenance by hand after every N files (the table_growth sensor runs anyway)")
+    parser.add_argument("--files-every", type=int, default=20,
+                        help="record each table's data files after every N files (the soak: bounded or not)")
     parser.add_argument("--out", help="write the result (with every latency in landing order) here as JSON")
     parser.add_argument("--back-to-back", action="store_true",
                         help="land each file as soon as Gold holds the previous one, while its run still ends")
@@ -134,7 +147,7 @@ def main() -> int:
                        prefix=f"latency{i:03d}", id_offset=i * args.rows)
         files.append(out.posts[0])
     zone = LocalLandingZone(home / "landing")
-    latencies = []
+    latencies, files_over_time = [], []
     peak = {"rss": 0, "pss": 0, "at_pss_peak": []}
     sampling = threading.Event()
 
@@ -163,6 +176,8 @@ def main() -> int:
             latencies.append(time.perf_counter() - landed)
             expected = gold_posts(home)
             print(f"{path.name}: {latencies[-1]:.1f}s (gold.posts = {expected:,})", file=sys.stderr)
+            if n % args.files_every == 0:
+                files_over_time.append({"after_files": n, **data_files(home)})
             if args.maintain_every and n % args.maintain_every == 0:
                 done = subprocess.run([str(BIN / "lakehouse"), "maintain", "--no-orphans"], env=dagster.env,
                                       capture_output=True, text=True)
@@ -184,7 +199,8 @@ def main() -> int:
               "peak_pss_gib_daemon_runs_engine": round(peak["pss"] / 2**30, 2),
               "at_pss_peak_gib": sorted(([p["cmd"], round(p["pss"] / 2**30, 3), round(p["rss"] / 2**30, 3)]
                                          for p in peak["at_pss_peak"]), key=lambda p: -p[1]),
-              "data_files_per_table": files_per_table, "latencies_in_order_s": in_order}
+              "data_files_per_table": files_per_table, "data_files_over_time": files_over_time,
+              "maintenance_runs": maintenance_runs(home), "latencies_in_order_s": in_order}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
