@@ -138,18 +138,31 @@ def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks:
     return result
 
 
-def data_file_counts(catalog) -> dict[str, int]:
-    """Each existing table's data files now, from its current snapshot's summary (pyiceberg: metadata only)."""
+@dataclass(frozen=True)
+class TableState:
+    data_files: int
+    snapshot_id: int | None  # changes with every commit: names the state where counts can repeat
+
+
+def table_states(catalog) -> dict[str, TableState]:
+    """Each existing table's data files and current snapshot, from the snapshot's summary (pyiceberg: metadata
+    only, no Spark, no listing)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    counts = {}
+    states = {}
     for contract in ALL_TABLES:
         try:
             snap = catalog.load_table(contract.identifier).current_snapshot()
         except NoSuchTableError:
             continue
-        counts[contract.identifier] = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap else 0
-    return counts
+        files = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap else 0
+        states[contract.identifier] = TableState(files, snap.snapshot_id if snap else None)
+    return states
+
+
+def data_file_counts(catalog) -> dict[str, int]:
+    """Each existing table's data files now (see `table_states`)."""
+    return {table: state.data_files for table, state in table_states(catalog).items()}
 
 
 def grown(counts: dict[str, int], baseline: dict[str, int], after_files: int) -> list[str]:

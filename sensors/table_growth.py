@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import dagster as dg
 
@@ -23,6 +24,7 @@ from resources import LakehouseResource
 SENSOR_NAME = "table_growth_sensor"
 INTERVAL_SECONDS = 30  # 13 metadata reads a tick; a batch adds ~30 files, so a table is found within a batch or two
 GROWN_MIN_INPUT_FILES = 2
+VANISHED_AFTER_SECONDS = 300
 ENDED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
@@ -49,22 +51,29 @@ def build_table_growth_sensor(settings: LakehouseSettings) -> dg.SensorDefinitio
             status = _run_status(context.instance, pending["run_key"])
             if status is not None and status not in ENDED:
                 return dg.SensorResult(skip_reason=f"maintenance of {', '.join(pending['tables'])} is {status.value}")
-            if status is None:  # asked for and not yet in the instance (the tick's request is being launched)
+            if status is None and time.time() - pending.get("asked_at", 0) < VANISHED_AFTER_SECONDS:
+                # Asked for and not in the instance yet (the daemon launches a tick's requests after the tick).
                 return dg.SensorResult(skip_reason="the maintenance run asked for has not started yet")
-            counts = maintenance.data_file_counts(lakehouse.catalog())
-            baseline |= {t: counts.get(t, 0) for t in pending["tables"]}
-            if status is not dg.DagsterRunStatus.SUCCESS:
+            if status is None:  # never launched (a tick that failed after its cursor was kept): ask again
+                context.log.warning(f"the maintenance run {pending['run_key']} asked for never started; asking again")
+            states = maintenance.table_states(lakehouse.catalog())
+            if status is not None:
+                baseline |= {t: states[t].data_files if t in states else 0 for t in pending["tables"]}
+            if status is not None and status is not dg.DagsterRunStatus.SUCCESS:
                 context.log.warning(f"maintenance of {', '.join(pending['tables'])} ended {status.value}; asked for "
                                     f"again once they gain {settings.compact_after_files} more files")
             pending = None
         else:
-            counts = maintenance.data_file_counts(lakehouse.catalog())
+            states = maintenance.table_states(lakehouse.catalog())
+        counts = {t: state.data_files for t, state in states.items()}
         due = maintenance.grown(counts, baseline, settings.compact_after_files)
         cursor = {"baseline": baseline, "pending": None}
         if not due:
             return dg.SensorResult(cursor=json.dumps(cursor), skip_reason="no table grew enough")
-        key = "grown-" + hashlib.sha1(json.dumps({t: counts[t] for t in due}, sort_keys=True).encode()).hexdigest()[:16]
-        cursor["pending"] = {"run_key": key, "tables": due}
+        # Keyed by the tables' snapshots, not their counts: compaction cycles bring the counts back to the same
+        # numbers, and a repeated key is a request Dagster drops while the cursor waits for that old run.
+        key = "grown-" + hashlib.sha1(json.dumps({t: states[t].snapshot_id for t in due}).encode()).hexdigest()[:16]
+        cursor["pending"] = {"run_key": key, "tables": due, "asked_at": time.time()}
         context.log.info("compacting " + ", ".join(f"{t} ({baseline.get(t, 0)} -> {counts[t]} files)" for t in due))
         request = dg.RunRequest(
             run_key=key,
