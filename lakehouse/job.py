@@ -18,7 +18,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from lakehouse import operations, pipeline, tables
+from lakehouse import bronze_layer, gold_layer, operations, silver_layer, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
 from lakehouse.markdown import Markdown, markdown_table
 from lakehouse.settings import Environment, LakehouseSettings, SettingsError, load_settings
@@ -49,7 +49,7 @@ def run_step(
         return w not in dead and default_liveness(w)
 
     if step == "bronze":
-        r = pipeline.ingest_bronze(spark, _landing(settings), entity, keys=keys or None, writer=writer, alive=alive,
+        r = bronze_layer.ingest_bronze(spark, _landing(settings), entity, keys=keys or None, writer=writer, alive=alive,
                                    reprocess=reprocess)
         for outcome in r.rejected:
             message = f"rejected {outcome.key}: [{outcome.reason}] {outcome.message}"
@@ -60,10 +60,10 @@ def run_step(
             "batch_rows": r.rows, "batch_files": len(r.files), "rejected_files": len(r.rejected),
             "malformed_rows": r.malformed_rows, "already_ingested_files": r.already_ingested,
             "rolled_back_batches": len(r.rolled_back_batches),
-            "files": Markdown(markdown_table(files, pipeline.FILE_COLUMNS) if files else "no new files")}}
+            "files": Markdown(markdown_table(files, bronze_layer.FILE_COLUMNS) if files else "no new files")}}
     if step == "silver":
         r = (operations.rebuild_silver(spark, entity, alive=alive) if rebuild
-             else pipeline.update_silver(spark, entity, alive=alive))
+             else silver_layer.update_silver(spark, entity, alive=alive))
         return {
             f"silver/{entity.plural}": {
                 "dagster/row_count": _row_count(spark, SILVER[entity].identifier), "bronze_rows_read": r.bronze_rows,
@@ -76,7 +76,7 @@ def run_step(
                                                    ["reason", "rows"]) if r.reasons else "none")},
         }
     if step == "gold":
-        update = pipeline.gold_update(table)  # an unknown table fails here, naming the tables there are
+        update = gold_layer.gold_update(table)  # an unknown table fails here, naming the tables there are
         r = operations.rebuild_gold(spark, table) if rebuild else update(spark, table)
         return {f"gold/{table}": {"dagster/row_count": _row_count(spark, GOLD[table].identifier),
                                   "rows_written": r.rows_written, "rows_deleted": r.rows_deleted,

@@ -78,11 +78,11 @@ def marked_snapshots(spark: SparkSession) -> set[int]:
 
 def _unsettled(spark: SparkSession, table: str, lineage: list[tables.Snapshot]) -> set[int]:
     """Bronze appends the ingestion log has not settled (their writer may still log them, or they are rolled back)."""
-    from lakehouse import pipeline
+    from lakehouse import bronze_layer
 
     for entity, contract in BRONZE.items():
         if contract.identifier == table:
-            return {u.snapshot_id for u in pipeline.unsettled_batches(lineage, pipeline.log_entries(spark, entity))}
+            return {u.snapshot_id for u in bronze_layer.unsettled_batches(lineage, bronze_layer.log_entries(spark, entity))}
     return set()
 
 

@@ -9,13 +9,12 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import pipeline, tables
+from lakehouse import bronze_layer, clock, gold_layer, silver_layer, tables
 from lakehouse.contracts import BRONZE, GOLD, OPERATOR_LOG, QUARANTINE, SILVER, Entity
 from lakehouse.errors import UserError
 from lakehouse.ingestion import LOADED, RETRACTED, LogEntry
@@ -31,7 +30,7 @@ BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 def record(spark: SparkSession, action: str, target: str, actor: str, reason: str | None, details: dict,
            run_id: str | None = None) -> None:
     """Append one operator action to `ops.operator_log`."""
-    row = (pipeline.utcnow(), actor, action, target, reason, json.dumps(details, default=str, sort_keys=True), run_id)
+    row = (clock.utcnow(), actor, action, target, reason, json.dumps(details, default=str, sort_keys=True), run_id)
     spark.createDataFrame([row], tables.spark_schema(spark, OPERATOR_LOG)).writeTo(OPERATOR_LOG.identifier).append()
 
 
@@ -108,19 +107,19 @@ def retract(
     Safe to run again after a crash: a version already logged as retracted is finished, not skipped.
     """
     tables.ensure_tables(spark)
-    entries = pipeline.log_entries(spark, entity)
+    entries = bronze_layer.log_entries(spark, entity)
     versions = resolve_versions(entries, target, landing_root, etag, statuses=(LOADED, RETRACTED))
     result = RetractResult(entity, versions)
     keys = spark.createDataFrame([(v.batch_id, v.uri, v.etag) for v in versions],
                                  "_batch_id string, _source_uri string, _source_etag string")
     bronze_t, silver_t, quarantine_t = (BRONZE[entity].identifier, SILVER[entity].identifier,
                                         QUARANTINE[entity].identifier)
-    now = pipeline.utcnow()
+    now = clock.utcnow()
     # 1. The log first: from here on every reader (Silver's rebuild below included) leaves these versions out.
     fresh = [v for v in versions if (v.batch_id, v.uri, v.etag) not in
              {(e.batch_id, e.source_uri, e.source_etag) for e in entries if e.status == RETRACTED}]
     by_version = {(e.batch_id, e.source_uri, e.source_etag): e for e in entries}
-    pipeline.write_log(spark, [
+    bronze_layer.write_log(spark, [
         {"entity": entity.value, "source_uri": v.uri, "source_etag": v.etag,
          "source_size": by_version[(v.batch_id, v.uri, v.etag)].source_size,
          "source_modified_at": by_version[(v.batch_id, v.uri, v.etag)].source_modified_at,
@@ -147,7 +146,7 @@ def retract(
                                               ["_source_uri", "_source_etag"])
     # 5. Gold through its own steps: they see the restored rows as changes and the removed ids as gone.
     for key in (entity.plural, "subreddit_daily", "post_engagement"):
-        g = pipeline.gold_update(key)(spark, key)
+        g = gold_layer.gold_update(key)(spark, key)
         result.gold[GOLD[key].identifier] = {"rows_written": g.rows_written, "rows_deleted": g.rows_deleted}
     record(spark, "retract", ", ".join(f"{v.uri}@{v.etag} (batch {v.batch_id})" for v in versions), actor, reason,
            result.details(), run_id)
@@ -165,15 +164,15 @@ def _restore_silver(spark: SparkSession, entity: Entity, ids: DataFrame, alive: 
     """Silver's rows for `ids` rebuilt from the Bronze rows the log still loads: each id's newest valid version,
     or no row. Returns (restored, deleted)."""
     silver_t = SILVER[entity].identifier
-    entries = pipeline.log_entries(spark, entity)  # the retraction is in it now
-    _, end, _ = pipeline.bronze_range(spark, entity, None, alive)
+    entries = bronze_layer.log_entries(spark, entity)  # the retraction is in it now
+    _, end, _ = silver_layer.bronze_range(spark, entity, None, alive)
     if end is None or not ids.count():
         return 0, 0
     wanted = F.broadcast(ids.withColumnRenamed("id", "_wanted"))
-    remaining = pipeline.bronze_rows(spark, entity, None, end, entries).join(
+    remaining = silver_layer.bronze_rows(spark, entity, None, end, entries).join(
         wanted, F.trim("id") == F.col("_wanted"), "left_semi")
-    typed = silver_tf.typed(remaining, entity, pipeline.utcnow(), pipeline.utf8_suspects(entries))
-    restored = silver_tf.to_silver(typed, entity, pipeline.utcnow())
+    typed = silver_tf.typed(remaining, entity, clock.utcnow(), silver_layer.utf8_suspects(entries))
+    restored = silver_tf.to_silver(typed, entity, clock.utcnow())
     # One MERGE: restored ids replaced (stamped as changed, so Gold picks them up), the rest deleted.
     marked = ids.join(restored.withColumn("_restore", F.lit(True)), "id", "left").persist()
     try:
@@ -199,21 +198,21 @@ def _forget_verified(spark: SparkSession, table: str) -> list[str]:
     return marks
 
 
-def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> pipeline.SilverResult:
+def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> silver_layer.SilverResult:
     """Silver and its quarantine rebuilt from every Bronze row the log loads (after a cleaning rule changed), each
     swapped in one commit; Silver's watermark set to the Bronze snapshot read, the checks' positions reset."""
     tables.ensure_tables(spark)
     silver_t, quarantine_t = SILVER[entity].identifier, QUARANTINE[entity].identifier
 
-    def attempt() -> pipeline.SilverResult:
+    def attempt() -> silver_layer.SilverResult:
         read_at = {t: tables.snapshot_id(spark, t) for t in (silver_t, quarantine_t)}
-        _, end, entries = pipeline.bronze_range(spark, entity, None, alive)  # all of Bronze
-        result = pipeline.SilverResult(entity, from_snapshot=None, to_snapshot=end)
+        _, end, entries = silver_layer.bronze_range(spark, entity, None, alive)  # all of Bronze
+        result = silver_layer.SilverResult(entity, from_snapshot=None, to_snapshot=end)
         if end is None:
             return result
-        now = pipeline.utcnow()
-        typed = silver_tf.typed(pipeline.bronze_rows(spark, entity, None, end, entries), entity, now,
-                                pipeline.utf8_suspects(entries)).persist()
+        now = clock.utcnow()
+        typed = silver_tf.typed(silver_layer.bronze_rows(spark, entity, None, end, entries), entity, now,
+                                silver_layer.utf8_suspects(entries)).persist()
         try:
             stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()
             result.bronze_rows = sum(r["count"] for r in stats)
@@ -237,22 +236,22 @@ def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = defaul
     return tables.retrying(f"rebuild of {silver_t}", attempt)
 
 
-def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
+def rebuild_gold(spark: SparkSession, table_key: str) -> gold_layer.GoldResult:
     """A Gold table rebuilt from Silver in full (after a Gold formula changed), swapped in one commit; its
     watermarks and read snapshots set to the Silver snapshots it read, its checks' positions reset."""
     tables.ensure_tables(spark)
     gold_t = GOLD[table_key].identifier
     sources = [SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier]
 
-    def attempt() -> pipeline.GoldResult:
+    def attempt() -> gold_layer.GoldResult:
         read_at = tables.snapshot_id(spark, gold_t)
-        changes = {t: pipeline.changes_since(spark, t, None) for t in sources}
+        changes = {t: silver_layer.changes_since(spark, t, None) for t in sources}
         posts, comments = (changes[t].table_rows(spark) for t in sources)
-        now = pipeline.utcnow()
+        now = clock.utcnow()
         # subreddit_daily is combined from its parts, which are rebuilt with it.
         parts = (gold_tf.all_daily_parts(posts, comments, now).persist() if table_key == "subreddit_daily"
                  else None)
-        parts_base = tables.snapshot_id(spark, pipeline.PARTS) if parts is not None else None
+        parts_base = tables.snapshot_id(spark, gold_layer.PARTS) if parts is not None else None
         builds = {"posts": lambda: gold_tf.posts(posts, now), "comments": lambda: gold_tf.comments(comments, now),
                   "subreddit_daily": lambda: gold_tf.subreddit_daily_from_parts(parts, now),
                   "post_engagement": lambda: gold_tf.post_engagement(posts, comments, now)}
@@ -261,11 +260,11 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> pipeline.GoldResult:
         out = builds[table_key]().persist()
         also = {}
         try:
-            result = pipeline.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
+            result = gold_layer.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
             tables.replace_all(spark, gold_t, out, read_at)
             if parts is not None:
-                parts_snapshot = pipeline.commit_parts(spark, parts, None, parts_base)
-                also[pipeline.PARTS_MARK] = pipeline.parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_t))
+                parts_snapshot = gold_layer.commit_parts(spark, parts, None, parts_base)
+                also[gold_layer.PARTS_MARK] = gold_layer.parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_t))
         finally:
             for df in (out, parts):
                 if df is not None:
@@ -297,13 +296,13 @@ def accept(spark: SparkSession, table: str, check: str, outcome, *, actor: str, 
     fails. An incremental check's accepted range also leaves its scope (its position moves past it), so the runs
     after look at new data only; the nightly full pass still reports what is wrong in the table.
     """
-    from lakehouse.quality import ACCEPTED_PREFIX, VERIFIED_PREFIX
+    from lakehouse.checks import ACCEPTED_PREFIX, VERIFIED_PREFIX
 
     if outcome.passed:
         raise NothingToAccept(f"{check} on {table} passes ({outcome.summary}): nothing to accept")
     props = tables.table_properties(spark, table)
     entry = {"failure": outcome.failure_id(), "summary": outcome.summary, "by": actor, "why": reason,
-             "at": pipeline.utcnow().isoformat(timespec="seconds"), "run_id": run_id}
+             "at": clock.utcnow().isoformat(timespec="seconds"), "run_id": run_id}
     changes = {ACCEPTED_PREFIX + check: json.dumps(entry)}
     if outcome.mark is not None and outcome.through is not None:
         mark_table, mark = outcome.mark
@@ -319,7 +318,7 @@ def accept(spark: SparkSession, table: str, check: str, outcome, *, actor: str, 
 def revoke(spark: SparkSession, table: str, check: str, *, actor: str, reason: str, run_id: str | None = None) -> dict:
     """Take an acceptance back: the failure fails again, and an incremental check's accepted range is back in
     its scope."""
-    from lakehouse.quality import ACCEPTED_PREFIX, VERIFIED_PREFIX
+    from lakehouse.checks import ACCEPTED_PREFIX, VERIFIED_PREFIX
 
     raw = tables.table_properties(spark, table).get(ACCEPTED_PREFIX + check)
     if not raw:

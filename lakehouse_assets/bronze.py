@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from lakehouse import operations, pipeline, quality
+from lakehouse import bronze_layer, operations
 from lakehouse.contracts import BRONZE, Entity
 from lakehouse_assets.metadata import (
     REASON_TAG, REQUESTED_BY_TAG, Check, evaluate_checks, layer_checks, markdown_table, selected, table_metadata,
@@ -37,13 +37,13 @@ def bronze_checks(entity: Entity) -> list[Check]:
     return layer_checks([
         Check(key, "header_matches_contract",
               "The latest batch's files have the contract's header; rejected files and new columns warn.",
-              lambda spark, full, alive: quality.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN),
+              lambda spark, full, alive: bronze_layer.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN),
         Check(key, "rows_match_file",
               "Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
-              lambda spark, full, alive: quality.bronze_row_counts(spark, entity, alive), blocking=True),
+              lambda spark, full, alive: bronze_layer.bronze_row_counts(spark, entity, alive), blocking=True),
         Check(key, "ingestion_metadata_complete",
               "Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
-              lambda spark, full, alive: quality.bronze_metadata(spark, entity, alive), blocking=True),
+              lambda spark, full, alive: bronze_layer.bronze_metadata(spark, entity, alive), blocking=True),
     ])
 
 
@@ -81,7 +81,7 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
                       "dead_writers": dead_writers(lakehouse, entity, alive)}
             return compute.run_step(context, "bronze", entity, extras=extras).get_materialize_result()
         session = spark.spark_session
-        result = pipeline.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None,
+        result = bronze_layer.ingest_bronze(session, landing.zone(), entity, keys=config.keys or None,
                                         writer=writer_of(context), alive=alive, reprocess=config.reprocess)
         if config.reprocess:
             tags = context.run.tags
@@ -107,7 +107,7 @@ def bronze_asset(entity: Entity) -> dg.AssetsDefinition:
                 already_ingested_files=result.already_ingested,
                 rolled_back_batches=len(result.rolled_back_batches),
                 files=dg.MetadataValue.md(
-                    markdown_table(files, pipeline.FILE_COLUMNS)
+                    markdown_table(files, bronze_layer.FILE_COLUMNS)
                     if files else "no new files"
                 ),
             )

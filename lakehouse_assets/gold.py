@@ -4,29 +4,14 @@ import dagster as dg
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import operations, pipeline, quality
-from lakehouse.contracts import GOLD, SILVER, Entity
+from lakehouse import gold_layer, operations, silver_layer
+from lakehouse.contracts import GOLD
 from lakehouse_assets.bronze import POOL
 from lakehouse_assets.metadata import Check, evaluate_checks, layer_checks, rebuilding, record_refresh, selected, table_metadata
 from resources import ComputeResource, SparkResource
 
-SILVER_POSTS = dg.AssetKey(["silver", "posts"])
-SILVER_COMMENTS = dg.AssetKey(["silver", "comments"])
 CHART_DAYS = 30
 CHART_WIDTH = 40
-
-DESCRIPTIONS = {
-    "posts": "One row per post with exact types and title word tokens.",
-    "comments": "One row per comment with exact types, body word tokens and decimal sentiment.",
-    "subreddit_daily": "Per subreddit and day: posts, comments, sentiment mean/min/max, mean score, NSFW share.",
-    "post_engagement": "Per post: comment count, mean comment sentiment, positive/negative shares, score.",
-}
-DEPS = {
-    "posts": [SILVER_POSTS],
-    "comments": [SILVER_COMMENTS],
-    "subreddit_daily": [SILVER_POSTS, SILVER_COMMENTS],
-    "post_engagement": [SILVER_POSTS, SILVER_COMMENTS],
-}
 
 
 def activity_chart(spark: SparkSession, days: int = CHART_DAYS) -> str:
@@ -53,33 +38,33 @@ def activity_chart(spark: SparkSession, days: int = CHART_DAYS) -> str:
 def gold_checks(table_key: str) -> list[Check]:
     """Gold is complete by database standards: the documented schema, numbers that add up to Silver, up to date."""
     key = dg.AssetKey(["gold", table_key])
-    contract = GOLD[table_key]
-    sources = [SILVER[Entity.POST if k == SILVER_POSTS else Entity.COMMENT].identifier for k in DEPS[table_key]]
+    table = gold_layer.gold_table(table_key)
+    contract, sources = table.contract, table.source_tables
     return layer_checks([
         Check(key, "schema_matches_contract", "Column names, order, types and nullability exactly as in docs/tables.md.",
-              lambda spark, full, alive: quality.schema_matches(spark, contract)),
+              lambda spark, full, alive: silver_layer.schema_matches(spark, contract)),
         Check(key, "reconciles_with_silver", "Per key, Gold's rows and counts equal what Silver holds.",
-              lambda spark, full, alive: quality.gold_reconciled(spark, table_key, full=full)),
+              lambda spark, full, alive: gold_layer.gold_reconciled(spark, table_key, full=full)),
         Check(key, "fresh", "Gold has read every Silver change (its watermarks reach Silver's latest update).",
-              lambda spark, full, alive: quality.gold_freshness(spark, table_key, sources),
+              lambda spark, full, alive: gold_layer.gold_freshness(spark, table_key, sources),
               severity=dg.AssetCheckSeverity.WARN),
     ])
 
 
 def gold_asset(table_key: str) -> dg.AssetsDefinition:
-    contract = GOLD[table_key]
+    table = gold_layer.gold_table(table_key)  # an unknown table fails here, naming the tables there are
+    contract, update = table.contract, table.update
     key = dg.AssetKey(["gold", table_key])
-    update = pipeline.gold_update(table_key)  # an unknown table fails here, naming the tables there are
     checks = gold_checks(table_key)
 
     @dg.multi_asset(
         name=f"gold__{table_key}",  # the step name it always had
         specs=[dg.AssetSpec(
             key,
-            deps=DEPS[table_key],
+            deps=[dg.AssetKey(["silver", e.plural]) for e in table.sources],
             group_name="gold",
             kinds={"spark", "iceberg"},
-            description=DESCRIPTIONS[table_key],
+            description=table.description,
             metadata={
                 "dagster/table_name": f"lakehouse.{contract.identifier}",
                 "dagster/column_schema": dg.TableSchema(
@@ -121,6 +106,6 @@ def gold_asset(table_key: str) -> dg.AssetsDefinition:
     return _gold
 
 
-gold_assets = [gold_asset(k) for k in GOLD]
+gold_assets = [gold_asset(k) for k in gold_layer.GOLD_TABLES]
 
 defs = dg.Definitions(assets=gold_assets)

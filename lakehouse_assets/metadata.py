@@ -12,12 +12,11 @@ from lakehouse import tables
 from lakehouse.contracts import TableContract
 from lakehouse.errors import UserError
 from lakehouse.markdown import markdown_table
-from lakehouse import quality
-from lakehouse.quality import CheckOutcome
+from lakehouse import checks
+from lakehouse.checks import CheckOutcome
 from lakehouse.settings import CATALOG_NAME
 from lakehouse.spark import in_this_thread_context
 from lakehouse.writers import Liveness
-from resources import SparkResource
 from resources.runs import liveness
 
 PREVIEW_ROWS = 5
@@ -108,7 +107,7 @@ def check_result(
         metadata["offending_rows"] = dg.MetadataValue.md(markdown_table(outcome.sample, outcome.sample_columns))
     accepted = None
     if spark is not None and asset_key is not None and not outcome.passed:
-        accepted = quality.acceptance(spark, check_table(asset_key), check_name, outcome)
+        accepted = checks.acceptance(spark, check_table(asset_key), check_name, outcome)
     if accepted:
         severity = dg.AssetCheckSeverity.WARN
         metadata |= {"accepted_by": accepted["by"], "accepted_at": accepted["at"], "accepted_why": accepted["why"]}

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from lakehouse import operations, pipeline, quality
+from lakehouse import clock, operations, silver_layer
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse.settings import load_settings
 from lakehouse_assets.bronze import POOL, dead_writers
@@ -19,11 +19,11 @@ def silver_checks(entity: Entity) -> list[Check]:
     quarantine_key = dg.AssetKey(["silver", f"{entity.plural}_quarantine"])
 
     def values(spark, full, alive):  # one scan answers both value checks
-        return quality.silver_values(spark, entity, pipeline.utcnow(), full)
+        return silver_layer.silver_values(spark, entity, clock.utcnow(), full)
 
     checks = [
         Check(key, "primary_key_unique", f"Every {entity.value} id is present and appears once.",
-              lambda spark, full, alive: quality.silver_primary_key(spark, entity, full=full), blocking=True),
+              lambda spark, full, alive: silver_layer.silver_primary_key(spark, entity, full=full), blocking=True),
         Check(key, "types_and_ranges",
               "Columns exactly as documented; timestamps between Reddit's launch and now; required values present"
               + ("; sentiment in [-1, 1]." if entity is Entity.COMMENT else "."),
@@ -35,10 +35,10 @@ def silver_checks(entity: Entity) -> list[Check]:
     checks += [
         Check(key, "bronze_reconciled",
               "Every Bronze row Silver has read is in Silver, in quarantine, or an older version of an id.",
-              lambda spark, full, alive: quality.bronze_reconciled(spark, entity, full=full), blocking=True),
+              lambda spark, full, alive: silver_layer.bronze_reconciled(spark, entity, full=full), blocking=True),
         Check(quarantine_key, "quarantine_rate",
               "The share of the latest batch quarantined stays under LAKEHOUSE_QUARANTINE_MAX_RATE (warns).",
-              lambda spark, full, alive: quality.quarantine_rate(
+              lambda spark, full, alive: silver_layer.quarantine_rate(
                   spark, entity, load_settings().quarantine_max_rate[entity.value]),
               severity=dg.AssetCheckSeverity.WARN),
     ]
@@ -96,7 +96,7 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
                            {"rows": result.inserted, "quarantined": result.quarantined,
                             "bronze_snapshot": result.to_snapshot})
         else:
-            result = pipeline.update_silver(session, entity, alive=alive)
+            result = silver_layer.update_silver(session, entity, alive=alive)
         context.log.info(
             f"{BRONZE[entity].identifier} snapshots ({result.from_snapshot}, {result.to_snapshot}]: "
             f"{result.bronze_rows} rows -> {result.inserted} inserted, {result.updated} updated, "

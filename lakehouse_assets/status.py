@@ -19,7 +19,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from lakehouse import tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, OPERATOR_LOG, QUARANTINE, SILVER, Entity
 from lakehouse.ingestion import LOADED, REJECTED, RETRACTED, ROLLED_BACK, current
-from lakehouse.quality import ACCEPTED_PREFIX
+from lakehouse.checks import ACCEPTED_PREFIX
 from resources.runs import WORKER_TAG, failure_cause, liveness
 from sensors.landing import SENSOR_NAME
 

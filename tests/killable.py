@@ -16,21 +16,21 @@ from pathlib import Path
 
 def main() -> int:
     point, marker, *command = sys.argv[1:]
-    from lakehouse import pipeline, tables
+    from lakehouse import bronze_layer, tables
 
     def stop_here() -> None:
         Path(marker).write_text("stopped")
         time.sleep(3600)
 
     if point == "bronze":
-        real_log = pipeline.write_log
+        real_log = bronze_layer.write_log
 
         def write_log(spark, rows):
             if rows and rows[0]["status"] != "rolled_back":
                 stop_here()
             return real_log(spark, rows)
 
-        pipeline.write_log = write_log
+        bronze_layer.write_log = write_log
     else:
         real_marks = tables.set_watermarks
 

@@ -320,7 +320,7 @@ def test_the_real_export_with_its_odd_variants_in_one_batch(spark, settings, lak
 def test_a_file_spark_reads_differently_is_taken_out_and_the_rest_goes_on(spark, settings, lakehouse, monkeypatch):
     """A file whose Bronze rows do not reconcile with its records leaves Bronze in the same run, logged with what
     differed; the other files of the batch load, and Bronze's whole-table gates pass."""
-    from lakehouse import pipeline, quality
+    from lakehouse import bronze_layer, silver_layer
     from lakehouse.transforms import bronze as bronze_tf
     from pyspark.sql import functions as F
 
@@ -334,21 +334,21 @@ def test_a_file_spark_reads_differently_is_taken_out_and_the_rest_goes_on(spark,
         return df.where(~(F.col("_file_path").endswith("odd.csv") & (F.trim("id") == "o2")))
 
     monkeypatch.setattr(bronze_tf, "read_csv", spark_misreads_odd)
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST)
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
     outcomes = {f.key: (f.status, f.reason, f.source_records) for f in result.files}
     assert outcomes == {"input/post/good.csv": ("loaded", None, 2),
                         "input/post/odd.csv": ("rejected", "record_count_mismatch", 3)}
     [odd] = [f for f in result.files if f.key.endswith("odd.csv")]
     assert "Spark read 2 rows but the independent CSV parser counts 3 records" in odd.message
     assert {r.id for r in _q(spark, "SELECT id FROM bronze.posts")} == {"g1", "g2"}
-    assert quality.bronze_row_counts(spark, Entity.POST).passed
-    assert quality.bronze_metadata(spark, Entity.POST).passed
-    assert pipeline.update_silver(spark, Entity.POST).inserted == 2
+    assert bronze_layer.bronze_row_counts(spark, Entity.POST).passed
+    assert bronze_layer.bronze_metadata(spark, Entity.POST).passed
+    assert silver_layer.update_silver(spark, Entity.POST).inserted == 2
 
 
 def test_a_file_replaced_while_spark_reads_it_is_taken_out_again(spark, settings, lakehouse, monkeypatch):
     """The race between Bronze's check/count and Spark's read: the rows of the other version do not stay."""
-    from lakehouse import pipeline
+    from lakehouse import bronze_layer, silver_layer
     from lakehouse.transforms import bronze as bronze_tf
 
     zone = lakehouse
@@ -365,15 +365,15 @@ def test_a_file_replaced_while_spark_reads_it_is_taken_out_again(spark, settings
         return real_read(*args, **kwargs)
 
     monkeypatch.setattr(bronze_tf, "read_csv", read_after_a_replacement)
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST)
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
     outcomes = {f.key: (f.status, f.reason) for f in result.files}
     assert outcomes == {"input/post/kept.csv": ("loaded", None),
                         "input/post/racy.csv": ("rejected", "changed_during_ingestion")}
     ids = {r.id for r in _q(spark, "SELECT id FROM bronze.posts")}
     assert ids == {"k1"}
-    pipeline.update_silver(spark, Entity.POST)  # the incremental read must not bring the taken-out rows back
+    silver_layer.update_silver(spark, Entity.POST)  # the incremental read must not bring the taken-out rows back
     assert {r.id for r in _q(spark, "SELECT id FROM silver.posts")} == {"k1"}
 
     monkeypatch.setattr(bronze_tf, "read_csv", real_read)
-    again = pipeline.ingest_bronze(spark, zone, Entity.POST)  # the new version is a new file version
+    again = bronze_layer.ingest_bronze(spark, zone, Entity.POST)  # the new version is a new file version
     assert [(f.key, f.status, f.rows) for f in again.files] == [("input/post/racy.csv", "loaded", 1)]

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from lakehouse import pipeline, quality, tables
+from lakehouse import bronze_layer, checks, gold_layer, silver_layer, tables
 from lakehouse.contracts import GOLD, SILVER, Entity
 from lakehouse.generator import generate
 
@@ -25,29 +25,29 @@ def load(spark, zone, files) -> None:
     for entity, paths in ((Entity.POST, files.posts), (Entity.COMMENT, files.comments)):
         for path in paths:
             zone.land(path, entity)
-        pipeline.ingest_bronze(spark, zone, entity)
-        pipeline.update_silver(spark, entity)
+        bronze_layer.ingest_bronze(spark, zone, entity)
+        silver_layer.update_silver(spark, entity)
     for key in ("posts", "comments"):
-        pipeline.update_gold_entity(spark, key)
+        gold_layer.update_gold_entity(spark, key)
     for key in ("subreddit_daily", "post_engagement"):
-        pipeline.update_gold_aggregate(spark, key)
+        gold_layer.update_gold_aggregate(spark, key)
 
 
-def all_outcomes(spark, full: bool = True) -> dict[str, quality.CheckOutcome]:
+def all_outcomes(spark, full: bool = True) -> dict[str, checks.CheckOutcome]:
     out = {}
     for e in Entity:
-        out[f"bronze/{e.plural}:header"] = quality.bronze_header(spark, e)
-        out[f"bronze/{e.plural}:rows"] = quality.bronze_row_counts(spark, e)
-        out[f"bronze/{e.plural}:metadata"] = quality.bronze_metadata(spark, e)
-        out[f"silver/{e.plural}:pk"] = quality.silver_primary_key(spark, e, full=full)
-        types, post_id = quality.silver_values(spark, e, NOW, full=full)
+        out[f"bronze/{e.plural}:header"] = bronze_layer.bronze_header(spark, e)
+        out[f"bronze/{e.plural}:rows"] = bronze_layer.bronze_row_counts(spark, e)
+        out[f"bronze/{e.plural}:metadata"] = bronze_layer.bronze_metadata(spark, e)
+        out[f"silver/{e.plural}:pk"] = silver_layer.silver_primary_key(spark, e, full=full)
+        types, post_id = silver_layer.silver_values(spark, e, NOW, full=full)
         out[f"silver/{e.plural}:types"] = types
         if post_id:
             out[f"silver/{e.plural}:post_id"] = post_id
-        out[f"silver/{e.plural}:reconciled"] = quality.bronze_reconciled(spark, e, full=full)
+        out[f"silver/{e.plural}:reconciled"] = silver_layer.bronze_reconciled(spark, e, full=full)
     for key in GOLD:
-        out[f"gold/{key}:schema"] = quality.schema_matches(spark, GOLD[key])
-        out[f"gold/{key}:reconciled"] = quality.gold_reconciled(spark, key, full=full)
+        out[f"gold/{key}:schema"] = silver_layer.schema_matches(spark, GOLD[key])
+        out[f"gold/{key}:reconciled"] = gold_layer.gold_reconciled(spark, key, full=full)
     return out
 
 
@@ -107,15 +107,15 @@ def test_a_healthy_lakehouse_passes_every_check(spark, loaded):
 
 def test_rows_lost_from_bronze_are_caught(spark, restore):
     spark.sql("DELETE FROM bronze.posts WHERE _source_row = 7")
-    rows = quality.bronze_row_counts(spark, Entity.POST)
+    rows = bronze_layer.bronze_row_counts(spark, Entity.POST)
     assert not rows.passed and rows.metrics["mismatched_files"] >= 1
     assert rows.sample[0]["records_in_file"] == rows.sample[0]["bronze_rows"] + 1
-    assert not quality.bronze_metadata(spark, Entity.POST).passed  # a gap in the row numbers
+    assert not bronze_layer.bronze_metadata(spark, Entity.POST).passed  # a gap in the row numbers
 
 
 def test_a_silver_row_lost_is_unaccounted(spark, restore):
     spark.sql("DELETE FROM silver.comments WHERE id = (SELECT min(id) FROM silver.comments)")
-    outcome = quality.bronze_reconciled(spark, Entity.COMMENT, full=True)
+    outcome = silver_layer.bronze_reconciled(spark, Entity.COMMENT, full=True)
     assert not outcome.passed and outcome.metrics["unaccounted"] >= 1 and outcome.sample
 
 
@@ -129,7 +129,7 @@ def test_a_lost_update_is_caught(spark, restore):
     # would be a re-delivery, which Silver rightly does not rewrite).
     spark.sql(f"UPDATE silver.posts SET _source_uri = '{older._source_uri}', _source_row = {older._source_row}, "
               f"_row_hash = sha2('an older version', 256) WHERE id = '{dup}'")
-    outcome = quality.bronze_reconciled(spark, Entity.POST, full=True)
+    outcome = silver_layer.bronze_reconciled(spark, Entity.POST, full=True)
     assert not outcome.passed and outcome.metrics["newer_than_silver"] == 1
     assert outcome.sample[0]["id"] == dup and outcome.sample[0]["_state"] == "newer_than_silver"
 
@@ -138,15 +138,15 @@ def test_values_out_of_range_are_caught(spark, restore):
     spark.sql("UPDATE silver.comments SET sentiment = 1.5 WHERE id = (SELECT min(id) FROM silver.comments)")
     spark.sql("UPDATE silver.posts SET created_utc = timestamp'2004-01-01 00:00:00', "
               "created_date = date'2004-01-01' WHERE id = (SELECT min(id) FROM silver.posts)")
-    comments, _ = quality.silver_values(spark, Entity.COMMENT, NOW, full=True)
-    posts, _ = quality.silver_values(spark, Entity.POST, NOW, full=True)
+    comments, _ = silver_layer.silver_values(spark, Entity.COMMENT, NOW, full=True)
+    posts, _ = silver_layer.silver_values(spark, Entity.POST, NOW, full=True)
     assert not comments.passed and comments.metrics["sentiment_out_of_range"] == 1
     assert not posts.passed and posts.metrics["created_utc_out_of_range"] == 1 and posts.sample
 
 
 def test_a_wrong_post_id_is_caught(spark, restore):
     spark.sql("UPDATE silver.comments SET post_id = 'zzzzzz' WHERE id = (SELECT min(id) FROM silver.comments)")
-    _, post_id = quality.silver_values(spark, Entity.COMMENT, NOW, full=True)
+    _, post_id = silver_layer.silver_values(spark, Entity.COMMENT, NOW, full=True)
     assert not post_id.passed and post_id.sample[0]["post_id"] == "zzzzzz"
 
 
@@ -154,20 +154,20 @@ def test_gold_that_does_not_add_up_is_caught(spark, restore):
     spark.sql("UPDATE gold.subreddit_daily SET comments = comments + 1 "
               "WHERE activity_date = (SELECT min(activity_date) FROM gold.subreddit_daily)")
     spark.sql("DELETE FROM gold.posts WHERE post_id = (SELECT min(post_id) FROM gold.posts)")
-    daily = quality.gold_reconciled(spark, "subreddit_daily", full=True)
+    daily = gold_layer.gold_reconciled(spark, "subreddit_daily", full=True)
     assert not daily.passed and daily.sample[0]["gold_comments"] == daily.sample[0]["expected_comments"] + 1
-    posts = quality.gold_reconciled(spark, "posts", full=True)
+    posts = gold_layer.gold_reconciled(spark, "posts", full=True)
     assert not posts.passed and posts.metrics["mismatched_keys"] == 1
 
 
 def test_a_gold_schema_change_is_caught(spark, restore):
     spark.sql("ALTER TABLE gold.post_engagement ADD COLUMNS (surprise STRING)")
     try:
-        outcome = quality.schema_matches(spark, GOLD["post_engagement"])
+        outcome = silver_layer.schema_matches(spark, GOLD["post_engagement"])
         assert not outcome.passed and outcome.sample[0]["found"] == "surprise string"
     finally:
         spark.sql("ALTER TABLE gold.post_engagement DROP COLUMN surprise")
-    assert quality.schema_matches(spark, GOLD["post_engagement"]).passed
+    assert silver_layer.schema_matches(spark, GOLD["post_engagement"]).passed
 
 
 def test_gold_behind_silver_is_not_fresh(spark, restore):
@@ -176,11 +176,11 @@ def test_gold_behind_silver_is_not_fresh(spark, restore):
     mark = tables.watermark(spark, table, source)
     tables.set_watermarks(spark, table, {source: str(int(mark) - 5_000_000)})
     try:
-        outcome = quality.gold_freshness(spark, "posts", [source])
+        outcome = gold_layer.gold_freshness(spark, "posts", [source])
         assert not outcome.passed and outcome.metrics[f"lag_seconds {source}"] == 5.0
     finally:
         tables.set_watermarks(spark, table, {source: mark})
-    assert quality.gold_freshness(spark, "posts", [source]).passed
+    assert gold_layer.gold_freshness(spark, "posts", [source]).passed
 
 
 def test_a_failing_bronze_gate_stops_silver_in_the_run(spark, loaded, restore, tmp_path):
@@ -202,13 +202,13 @@ def test_a_failing_bronze_gate_stops_silver_in_the_run(spark, loaded, restore, t
     assert tables.current_snapshot(spark, SILVER[Entity.POST].identifier).snapshot_id == silver_before
 
 
-def _run_pipeline(spark, zone, entity: Entity) -> pipeline.SilverResult:
-    pipeline.ingest_bronze(spark, zone, entity)
-    silver = pipeline.update_silver(spark, entity)
+def _run_pipeline(spark, zone, entity: Entity) -> silver_layer.SilverResult:
+    bronze_layer.ingest_bronze(spark, zone, entity)
+    silver = silver_layer.update_silver(spark, entity)
     for key in ("posts", "comments"):
-        pipeline.update_gold_entity(spark, key)
+        gold_layer.update_gold_entity(spark, key)
     for key in ("subreddit_daily", "post_engagement"):
-        pipeline.update_gold_aggregate(spark, key)
+        gold_layer.update_gold_aggregate(spark, key)
     return silver
 
 
@@ -230,13 +230,13 @@ def test_checks_look_at_what_changed_since_they_last_passed(spark, loaded, resto
     assert outcomes["silver/posts:types"].metrics["rows"] == silver.inserted
     assert outcomes["gold/posts:reconciled"].metrics["scope"] == "keys changed since last verified"
     # Nothing changed since: nothing to read.
-    assert quality.silver_primary_key(spark, Entity.POST).metrics["rows_checked"] == 0
+    assert silver_layer.silver_primary_key(spark, Entity.POST).metrics["rows_checked"] == 0
 
     # A bad write that goes through Silver's change tracking is caught, and stays caught until it is fixed.
     spark.sql("UPDATE silver.posts SET created_date = date'2004-01-01', _updated_at = current_timestamp() "
               "WHERE id = (SELECT max(id) FROM silver.posts)")
     for _ in range(2):
-        types, _ = quality.silver_values(spark, Entity.POST, NOW)
+        types, _ = silver_layer.silver_values(spark, Entity.POST, NOW)
         assert not types.passed and types.metrics["created_date_mismatch"] == 1 and types.metrics["rows"] == 1
 
 
@@ -251,7 +251,7 @@ def test_a_redelivered_file_reconciles(spark, loaded, restore, tmp_path):
     # Unchanged ids are not rewritten (ids the other original file also held do change: latest delivery wins).
     assert silver.unchanged > 0
     for full in (False, True):
-        outcome = quality.bronze_reconciled(spark, Entity.POST, full=full)
+        outcome = silver_layer.bronze_reconciled(spark, Entity.POST, full=full)
         assert outcome.passed, outcome.summary
         assert outcome.metrics["redelivered_unchanged"] > 0 and outcome.metrics["newer_than_silver"] == 0
 
@@ -292,12 +292,12 @@ def test_an_item_that_moves_key_leaves_no_stale_aggregate(spark, loaded, restore
     assert comments_on("2019-01-01") == [1]
     assert (engagement(before.post_id), engagement(other_post)) == (old_count - 1, other_count + 1)
     for key in ("subreddit_daily", "post_engagement"):
-        outcome = quality.gold_reconciled(spark, key, full=True)
+        outcome = gold_layer.gold_reconciled(spark, key, full=True)
         assert outcome.passed, outcome.summary
 
     deliver("2019-02-01", other_post, "moved-twice.csv")  # 2019-01-01 now holds nothing: its row goes
     assert comments_on("2019-01-01") == [] and comments_on("2019-02-01") == [1]
-    outcome = quality.gold_reconciled(spark, "subreddit_daily", full=True)
+    outcome = gold_layer.gold_reconciled(spark, "subreddit_daily", full=True)
     assert outcome.passed, outcome.summary
 
 
@@ -320,16 +320,16 @@ def _gold_daily(spark) -> dict:
             for r in spark.table("gold.subreddit_daily").select(*cols).collect()}
 
 
-def _posts_batch(spark, zone, folder: Path, id_offset: int) -> dict[str, pipeline.GoldResult]:
+def _posts_batch(spark, zone, folder: Path, id_offset: int) -> dict[str, gold_layer.GoldResult]:
     """Land 30 new posts on the days already loaded and run the pipeline; each Gold aggregate's result. (Files that
     earlier tests landed are ingested again too: `restore` rolled the tables back, not the landing zone.)"""
     files = generate(folder, posts=30, comments=0, files=1, seed=7, days=4, subreddits=3, id_offset=id_offset,
                      repeat_share=0)
     zone.land(files.posts[0], Entity.POST)
-    pipeline.ingest_bronze(spark, zone, Entity.POST)
-    assert pipeline.update_silver(spark, Entity.POST).inserted >= 30
-    pipeline.update_gold_entity(spark, "posts")
-    return {key: pipeline.update_gold_aggregate(spark, key) for key in ("subreddit_daily", "post_engagement")}
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    assert silver_layer.update_silver(spark, Entity.POST).inserted >= 30
+    gold_layer.update_gold_entity(spark, "posts")
+    return {key: gold_layer.update_gold_aggregate(spark, key) for key in ("subreddit_daily", "post_engagement")}
 
 
 def test_a_posts_only_batch_takes_the_comments_sums_from_the_parts_table(spark, loaded, restore, tmp_path):
@@ -340,8 +340,8 @@ def test_a_posts_only_batch_takes_the_comments_sums_from_the_parts_table(spark, 
     spark.sql("UPDATE gold.subreddit_daily_parts SET items = items + 1000 WHERE source = 'comment'")
     # As a bug in the parts' upkeep would leave it: Gold's mark names the drifted parts (any other write to them
     # is not trusted, as the next test shows).
-    tables.set_properties(spark, "gold.subreddit_daily", {pipeline.PARTS_MARK: pipeline.parts_mark(
-        tables.snapshot_id(spark, pipeline.PARTS), tables.snapshot_id(spark, "gold.subreddit_daily"))})
+    tables.set_properties(spark, "gold.subreddit_daily", {gold_layer.PARTS_MARK: gold_layer.parts_mark(
+        tables.snapshot_id(spark, gold_layer.PARTS), tables.snapshot_id(spark, "gold.subreddit_daily"))})
 
     results = _posts_batch(spark, loaded, tmp_path / "posts", 30_000)
     assert not results["subreddit_daily"].full_rebuild
@@ -353,13 +353,13 @@ def test_a_posts_only_batch_takes_the_comments_sums_from_the_parts_table(spark, 
         "(SELECT max(_updated_at) FROM silver.posts)").collect()}
     assert drifted and drifted == {k for k in touched if silver[k]["comments"]}
     assert all(gold[k]["comments"] == silver[k]["comments"] + 1000 for k in drifted)
-    outcome = quality.gold_reconciled(spark, "subreddit_daily", full=True)
+    outcome = gold_layer.gold_reconciled(spark, "subreddit_daily", full=True)
     assert not outcome.passed and outcome.metrics["mismatched_keys"] == len(drifted)
 
     from lakehouse import operations
     operations.rebuild_gold(spark, "subreddit_daily")
     assert _gold_daily(spark) == _daily_from_silver(spark)
-    assert quality.gold_reconciled(spark, "subreddit_daily", full=True).passed
+    assert gold_layer.gold_reconciled(spark, "subreddit_daily", full=True).passed
     # The rebuild left the parts where Gold's marks say: the next batch is incremental again.
     assert not _posts_batch(spark, loaded, tmp_path / "again", 40_000)["subreddit_daily"].full_rebuild
     assert _gold_daily(spark) == _daily_from_silver(spark)
@@ -375,7 +375,7 @@ def test_parts_or_gold_written_by_anything_else_are_rebuilt_in_one_full_pass(spa
         results = _posts_batch(spark, loaded, tmp_path / f"posts-{i}", 30_000 + 1000 * i)
         assert results["subreddit_daily"].full_rebuild, statement
         assert _gold_daily(spark) == _daily_from_silver(spark)
-        assert quality.gold_reconciled(spark, "subreddit_daily", full=True).passed
+        assert gold_layer.gold_reconciled(spark, "subreddit_daily", full=True).passed
     # Trusted again: the next batch is incremental.
     assert not _posts_batch(spark, loaded, tmp_path / "later", 40_000)["subreddit_daily"].full_rebuild
     assert _gold_daily(spark) == _daily_from_silver(spark)
@@ -397,10 +397,10 @@ def test_comments_of_posts_not_loaded_delete_nothing_from_post_engagement(spark,
     files = generate(tmp_path, posts=0, comments=40, files=1, seed=5, days=4, subreddits=3, id_offset=70_000,
                      repeat_share=0)
     loaded.land(files.comments[0], Entity.COMMENT)
-    pipeline.ingest_bronze(spark, loaded, Entity.COMMENT)
-    assert pipeline.update_silver(spark, Entity.COMMENT).inserted >= 40
+    bronze_layer.ingest_bronze(spark, loaded, Entity.COMMENT)
+    assert silver_layer.update_silver(spark, Entity.COMMENT).inserted >= 40
     held = spark.table("gold.post_engagement").count()
-    result = pipeline.update_gold_aggregate(spark, "post_engagement")
+    result = gold_layer.update_gold_aggregate(spark, "post_engagement")
     assert result.rows_deleted == 0
     assert spark.table("gold.post_engagement").count() == held
-    assert quality.gold_reconciled(spark, "post_engagement", full=True).passed
+    assert gold_layer.gold_reconciled(spark, "post_engagement", full=True).passed

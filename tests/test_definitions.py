@@ -107,3 +107,23 @@ def test_a_nightly_job_runs_every_check_over_whole_tables():
     (schedule,) = [s for s in defs.schedules if s.job_name == "full_quality_checks"]
     assert schedule.cron_schedule == "0 3 * * *"
     assert schedule.default_status is dg.DefaultScheduleStatus.RUNNING
+
+
+def test_gold_tables_are_registered_once_and_an_unknown_name_fails_loudly():
+    import pytest
+
+    from lakehouse import gold_layer
+    from lakehouse.contracts import GOLD
+    from lakehouse.errors import UnknownTable
+
+    graph = load_defs().resolve_asset_graph()
+    for key, table in gold_layer.GOLD_TABLES.items():
+        node = graph.get(dg.AssetKey(["gold", key]))
+        # The asset says what the registration says: its description, and its Silver sources as its parents.
+        assert node.description == table.description and table.contract is GOLD[key]
+        assert {p.to_user_string() for p in node.parent_keys} == {f"silver/{e.plural}" for e in table.sources}
+    with pytest.raises(UnknownTable, match="no Gold table 'daily'; there are: comments, post_engagement, posts, "
+                                           "subreddit_daily"):
+        gold_layer.gold_table("daily")
+    with pytest.raises(UnknownTable, match="no Gold aggregate 'posts'"):
+        gold_layer.update_gold_aggregate(None, "posts")  # before any Spark work

@@ -8,7 +8,7 @@ import threading
 import dagster as dg
 import pytest
 
-from lakehouse import pipeline, tables
+from lakehouse import bronze_layer, silver_layer, tables
 from lakehouse.contracts import SOURCE_HEADERS, Entity
 from lakehouse.transforms import bronze as bronze_tf
 from sensors.landing import downstream_of
@@ -44,7 +44,7 @@ def test_two_overlapping_runs_never_roll_back_or_repeat_each_other(spark, lakeho
     zone = lakehouse
     first = land(zone, "a.csv", posts("a1", "a2", "a3"))
     appended, release = threading.Event(), threading.Event()
-    real_write_log = pipeline.write_log
+    real_write_log = bronze_layer.write_log
 
     def stall_run_a(spark_, rows):
         if threading.current_thread().name == "run-a" and rows and rows[0]["status"] == "loaded":
@@ -52,7 +52,7 @@ def test_two_overlapping_runs_never_roll_back_or_repeat_each_other(spark, lakeho
             assert release.wait(300), "run A was never released"
         return real_write_log(spark_, rows)
 
-    monkeypatch.setattr(pipeline, "write_log", stall_run_a)
+    monkeypatch.setattr(bronze_layer, "write_log", stall_run_a)
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()  # no pool limit: steps of the two runs interleave freely
     results = {}
@@ -105,11 +105,11 @@ def test_of_two_runs_appending_one_file_version_the_earlier_append_keeps_it(spar
 
     monkeypatch.setattr(bronze_tf, "to_bronze", stall_before_append)
     outcome = {}
-    late = threading.Thread(name="late", target=lambda: outcome.update(late=pipeline.ingest_bronze(
+    late = threading.Thread(name="late", target=lambda: outcome.update(late=bronze_layer.ingest_bronze(
         spark, zone, Entity.POST, keys=[key], writer="run:late", alive=lambda w: True)))
     late.start()
     assert ready.wait(300)
-    early = pipeline.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer="run:early", alive=lambda w: True)
+    early = bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer="run:early", alive=lambda w: True)
     release.set()
     late.join(300)
     assert [(f.key, f.status, f.rows) for f in early.files] == [(key, "loaded", 2)]
@@ -126,25 +126,25 @@ def test_a_dead_writers_batch_is_rolled_back_and_a_live_ones_is_not(spark, lakeh
 
     # Two batches appended and never logged: one by a process that has exited, one by a run still going.
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "write_log", crash)
+        m.setattr(bronze_layer, "write_log", crash)
         for name, writer in (("a.csv", dead_writer()), ("b.csv", "run:still-running")):
             key = land(zone, name, posts(name[0] + "1"))
             with pytest.raises(RuntimeError):
-                pipeline.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer=writer, alive=lambda w: True)
-    assert len(pipeline.unsettled_batches(tables.snapshots(spark, "bronze.posts"), [])) == 2
+                bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer=writer, alive=lambda w: True)
+    assert len(bronze_layer.unsettled_batches(tables.snapshots(spark, "bronze.posts"), [])) == 2
 
     running = {"run:still-running": True}
 
     def alive(writer):
         return running.get(writer, False)
 
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST, alive=alive)
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, alive=alive)
     assert len(result.rolled_back_batches) == 1  # only the dead writer's
     assert sorted((f.key, f.status) for f in result.files) == [("input/post/a.csv", "loaded"),
                                                                 ("input/post/b.csv", "skipped")]
     # The run dies after all: the next run rolls its batch back and ingests the file once.
     running["run:still-running"] = False
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST, alive=alive)
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, alive=alive)
     assert len(result.rolled_back_batches) == 1 and [(f.key, f.status) for f in result.files] == [
         ("input/post/b.csv", "loaded")]
     assert rows_per_file(spark) == {"a.csv": 1, "b.csv": 1}
@@ -198,15 +198,15 @@ def test_overlapping_silver_merges_keep_one_row_per_id_and_the_newest_version(sp
 
     zone = lakehouse
     land(zone, "v1.csv", posts("x1", "x2", score=1))
-    pipeline.ingest_bronze(spark, zone, Entity.POST)
-    pipeline.update_silver(spark, Entity.POST)
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    silver_layer.update_silver(spark, Entity.POST)
     land(zone, "v2.csv", posts("x1", "x3", score=2))
-    pipeline.ingest_bronze(spark, zone, Entity.POST)
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
     newer = spark.table("silver.posts").where("id = 'x1'").select("_ingested_at").first()._ingested_at
     # An older version of x1 arriving late (another run's stale MERGE) does not win, nor add a row.
     stale = spark.table("silver.posts").where("id = 'x1'").withColumn("score", F.lit(-5)).withColumn(
         "_row_hash", F.lit("stale")).withColumn("_ingested_at", F.lit(newer) - F.expr("INTERVAL 1 DAY"))
-    pipeline.update_silver(spark, Entity.POST)
-    tables.upsert(spark, "silver.posts", stale, ["id"], update_if=pipeline.NEWER_VERSION, stamp="_updated_at")
+    silver_layer.update_silver(spark, Entity.POST)
+    tables.upsert(spark, "silver.posts", stale, ["id"], update_if=silver_layer.NEWER_VERSION, stamp="_updated_at")
     rows = {r.id: r.score for r in spark.table("silver.posts").collect()}
     assert rows == {"x1": 2, "x2": 1, "x3": 2}

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from lakehouse import maintenance, pipeline, tables
+from lakehouse import gold_layer, maintenance, tables
 from lakehouse.contracts import Entity
 from lakehouse.generator import generate
 from tests import expected as exp
@@ -107,12 +107,12 @@ def then_an_expired_mark_falls_back_to_a_full_pass(spark, settings, lakehouse, i
     gone = [r.id for r in spark.sql("SELECT id FROM silver.posts ORDER BY id LIMIT 3").collect()]
     spark.sql(f"DELETE FROM silver.posts WHERE id IN ({', '.join(repr(i) for i in gone)})")
     expire_by_hand(spark, "silver.posts")
-    result = pipeline.update_gold_entity(spark, "posts")
+    result = gold_layer.update_gold_entity(spark, "posts")
     assert result.full_rebuild and result.rows_deleted == 3
     held = {r.post_id for r in spark.sql("SELECT post_id FROM gold.posts").collect()}
     assert not held & set(gone) and len(held) == spark.table("silver.posts").count()
     for table_key in ("subreddit_daily", "post_engagement"):
-        pipeline.update_gold_aggregate(spark, table_key)
+        gold_layer.update_gold_aggregate(spark, table_key)
     assert spark.sql("SELECT sum(posts) FROM gold.subreddit_daily").first()[0] == spark.table("silver.posts").count()
     assert not {r.post_id for r in spark.sql("SELECT post_id FROM gold.post_engagement").collect()} & set(gone)
 

@@ -150,10 +150,10 @@ def test_accepting_a_failing_check_lets_the_pipeline_move_on_until_something_els
     # Revoked: the accepted range is in scope again, so both bad rows fail the check now.
     code, _, err = lakehouse_cmd(capsys, "accept", "--revoke", "silver/posts", "types_and_ranges", "--why", "undo")
     assert code == 0, err
-    from lakehouse import quality
+    from lakehouse import silver_layer
     from tests.test_checks import NOW
 
-    types, _ = quality.silver_values(spark, Entity.POST, NOW)
+    types, _ = silver_layer.silver_values(spark, Entity.POST, NOW)
     assert types.metrics["created_date_mismatch"] == 2
     assert [r.action for r in spark.sql("SELECT action FROM ops.operator_log ORDER BY at").collect()] == [
         "accept", "revoke"]
@@ -235,7 +235,7 @@ def test_a_full_refresh_rebuilds_silver_and_gold_after_a_cleaning_rule_changes(
 def test_status_and_reprocess_of_a_rejected_file_after_a_parser_fix(
         spark, settings, lakehouse, instance, tmp_path, capsys, monkeypatch):
     """A file the parser of the day rejects, reprocessed once the parser is fixed; status says what happened."""
-    from lakehouse import pipeline
+    from lakehouse import bronze_layer
     from lakehouse.transforms import bronze as bronze_tf
     from tests.conftest import dead_writer
 
@@ -264,9 +264,9 @@ def test_status_and_reprocess_of_a_rejected_file_after_a_parser_fix(
     more = generate(tmp_path / "more", posts=5, comments=0, files=1, seed=6, days=1, subreddits=1, repeat_share=0,
                     id_offset=900)
     zone.land(more.posts[0], Entity.POST)
-    monkeypatch.setattr(pipeline, "write_log", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    monkeypatch.setattr(bronze_layer, "write_log", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError):
-        pipeline.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
+        bronze_layer.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
     [orphan] = status(capsys)["entities"]["post"]["unsettled_batches"]
     assert orphan["rows"] == 5 and orphan["state"].startswith("orphaned")
     code, out, _ = lakehouse_cmd(capsys, "status")

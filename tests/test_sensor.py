@@ -9,7 +9,7 @@ import time
 import dagster as dg
 import pytest
 
-from lakehouse import pipeline
+from lakehouse import bronze_layer, silver_layer
 from lakehouse.contracts import SOURCE_HEADERS, Entity
 from lakehouse.settings import load_settings
 from resources import LakehouseResource, LocalLandingZoneResource, S3LandingZoneResource
@@ -105,7 +105,7 @@ def test_local_exactly_once_against_the_ingestion_log(local, spark):
     requests, cursor = tick(sensor_for(), landing)
     assert len(requests) == 1
 
-    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(requests[0]))
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(requests[0]))
     requests, cursor = tick(sensor_for(), landing, cursor)
     assert requests == [] and json.loads(cursor)["in_flight"] == {}
 
@@ -118,14 +118,14 @@ def test_local_exactly_once_against_the_ingestion_log(local, spark):
 
     # New content under the same key: a new version, asked for under a new run key.
     old_key = requests[0].run_key
-    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
     write(zone, "input/post/a.csv", post_csv("p3", score=99))
     requests, cursor = tick(sensor_for(), landing, cursor)
     assert [keys_of(r) for r in requests] == [["input/post/a.csv"]] and requests[0].run_key != old_key
 
     # Bronze itself refuses a version the log has settled, whatever the sensor asks.
-    pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv", "input/post/b.csv"])
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv", "input/post/b.csv"])
     assert result.files == [] and result.already_ingested == 2
 
 
@@ -200,22 +200,22 @@ def test_a_run_dying_between_bronze_and_the_log_duplicates_nothing(local, spark,
     def die(*_args, **_kwargs):
         raise RuntimeError("killed between the Bronze commit and the log write")
 
-    monkeypatch.setattr(pipeline, "write_log", die)
+    monkeypatch.setattr(bronze_layer, "write_log", die)
     with pytest.raises(RuntimeError):
-        pipeline.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
+        bronze_layer.ingest_bronze(spark, zone, Entity.POST, writer=dead_writer())
     monkeypatch.undo()
     q = QueryEngine(catalog_for(load_settings()))
     assert q.sql("SELECT count(*) FROM bronze.posts").fetchall()[0] == (3,)
 
     # Silver must not take the unrecorded batch meanwhile; the sensor still sees the file as pending.
-    assert pipeline.update_silver(spark, Entity.POST).bronze_rows == 0
+    assert silver_layer.update_silver(spark, Entity.POST).bronze_rows == 0
     requests, _ = tick(sensor_for(), landing)
     assert [keys_of(r) for r in requests] == [["input/post/a.csv"]]
 
-    result = pipeline.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=["input/post/a.csv"])
     assert len(result.rolled_back_batches) == 1 and result.rows == 3
     assert q.sql("SELECT count(*), count(DISTINCT _batch_id) FROM bronze.posts").fetchall()[0] == (3, 1)
-    assert pipeline.update_silver(spark, Entity.POST).inserted == 3
+    assert silver_layer.update_silver(spark, Entity.POST).inserted == 3
     statuses = sorted(r[0] for r in q.sql("SELECT status FROM bronze.ingestion_log").fetchall())
     assert statuses == ["loaded", "rolled_back"]
 

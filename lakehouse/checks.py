@@ -1,0 +1,92 @@
+"""What every check returns (`CheckOutcome`) and the marks the checks keep on the tables they check: how far an
+incremental check has verified, and an operator's acceptance of a failure. The checks themselves live with their
+layer's step (lakehouse/{bronze,silver,gold}_layer.py); `lakehouse_assets/` turns outcomes into
+`AssetCheckResult`s.
+
+The checks read table metadata where it answers the question (snapshot summaries, the ingestion log) and scan
+only the columns they need otherwise; their cost is reported in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse import tables
+
+if TYPE_CHECKING:
+    from lakehouse import silver_layer
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 5
+# What a check has verified, kept as a table property of the table it checks: the expensive checks look at
+# what changed since they last passed (a failure is looked at again next time), or at everything when asked
+# for a full pass (the nightly `full_quality_checks` job) or when they have never passed.
+VERIFIED_PREFIX = "lakehouse.verified."
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    summary: str  # one line a data engineer reads in the UI
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sample: list[dict] = field(default_factory=list)  # offending rows, at most SAMPLE_ROWS
+    sample_columns: list[str] = field(default_factory=list)
+    # Incremental checks: the (table, position name) they keep and the position this evaluation reached; moved
+    # on a pass, or when an operator accepts the failure (the accepted range leaves the scope).
+    mark: tuple[str, str] | None = None
+    through: str | None = None
+    # Checks that look at a fixed scope (the latest batch, a schema): what the failure is, to tell an accepted
+    # failure from a new one. None: the summary and the sample say it.
+    fingerprint: str | None = None
+
+    def failure_id(self) -> str:
+        """A stable identity of this failure (accepted failures are matched by it)."""
+        basis = self.fingerprint or json.dumps([self.summary, self.sample], default=str, sort_keys=True)
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+
+
+def verified(spark: SparkSession, table: str, check: str, full: bool) -> str | None:
+    """How far `check` has verified `table` (None: never, or a full pass is asked for)."""
+    return None if full else tables.table_properties(spark, table).get(VERIFIED_PREFIX + check)
+
+
+def record_verified(spark: SparkSession, table: str, check: str, outcomes: list[CheckOutcome], through: Any) -> None:
+    """Move the check's mark forward when every outcome passed; a failed range stays in scope until it is fixed
+    (or an operator accepts it: `lakehouse accept`)."""
+    for outcome in outcomes:
+        outcome.mark, outcome.through = (table, check), (None if through is None else str(through))
+    if all(o.passed for o in outcomes) and through is not None:
+        tables.set_properties(spark, table, {VERIFIED_PREFIX + check: str(through)})
+
+
+# An operator's acceptance of a failing check, kept on the table the check looks at.
+ACCEPTED_PREFIX = "lakehouse.accepted."
+
+
+def acceptance(spark: SparkSession, table: str, check: str, outcome: CheckOutcome) -> dict | None:
+    """The operator's acceptance of exactly this failure (who, when, why), if one is recorded; None otherwise.
+
+    A failure other than the accepted one is not covered: it fails as it would have."""
+    if outcome.passed:
+        return None
+    raw = tables.table_properties(spark, table).get(ACCEPTED_PREFIX + check)
+    accepted = json.loads(raw) if raw else None
+    return accepted if accepted and accepted.get("failure") == outcome.failure_id() else None
+
+
+def scope(changes: "silver_layer.Changes") -> str:
+    return "full" if changes.since is None else "changed since last verified"
+
+
+def sample(df: DataFrame, columns: list[str]) -> list[dict]:
+    return [r.asDict() for r in df.select(*columns).limit(SAMPLE_ROWS).collect()]
+
+
