@@ -396,12 +396,33 @@ class _Engine:
         # A client that read the connection before it was withdrawn wrote its lease first: wait for it to end.
         while self._live_leases(spark) and not self.stopping.is_set():
             time.sleep(POLL_SECONDS)
-        spark.stop()
-        # A new driver in this process needs a fresh gateway: pyspark keeps the old one in class attributes.
         from pyspark import SparkContext
 
+        gateway = SparkContext._gateway
+        spark.stop()
+        # `stop()` ends the SparkContext, not the JVM that held it: left alone, each recycle would keep one more
+        # JVM (and its heap) for the rest of the engine's life. The gateway JVM exits when its stdin closes.
+        _end_gateway(gateway)
+        # A new driver in this process needs a fresh gateway: pyspark keeps the old one in class attributes.
         SparkContext._gateway = None
         SparkContext._jvm = None
+
+
+def _end_gateway(gateway, timeout: float = 60) -> None:
+    """Close a pyspark gateway and wait for its JVM to exit (killed when it does not within `timeout`)."""
+    process = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if process is None:  # not ours to end (a gateway this process attached to)
+        return
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("the old driver JVM (pid %d) did not exit within %d s: killing it", process.pid, timeout)
+        process.kill()
+        process.wait()
 
 
 def main() -> None:
