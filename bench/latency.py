@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from lakehouse.contracts import Entity  # noqa: E402
 from lakehouse.generator import generate  # noqa: E402
 from lakehouse.landing import LocalLandingZone  # noqa: E402
+from lakehouse.maintenance import data_file_counts  # noqa: E402
 from lakehouse.catalog import catalog_for  # noqa: E402
 from lakehouse.query import QueryEngine  # noqa: E402
 from lakehouse.settings import load_settings  # noqa: E402
@@ -92,14 +93,7 @@ def _engine_pid(home: Path) -> int | None:
 
 def data_files(home: Path) -> dict[str, int]:
     """Data files of each table's current snapshot (what readers open), from the catalog's metadata."""
-    catalog = catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)}))
-    out = {}
-    for ns in ("bronze", "silver", "gold"):
-        for ident in catalog.list_tables(ns):
-            table = catalog.load_table(ident)
-            snap = table.current_snapshot()
-            out[".".join(ident)] = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap else 0
-    return out
+    return data_file_counts(catalog_for(load_settings({"LAKEHOUSE_HOME": str(home)})))
 
 
 def runs_in_progress(home: Path) -> bool:
@@ -122,6 +116,35 @@ def maintenance_runs(home: Path) -> list[dict]:
         records = instance.get_run_records(dg.RunsFilter(job_name="table_maintenance"))
     return [{"tables": r.dagster_run.tags.get("lakehouse/tables", "all"), "status": r.dagster_run.status.value,
              "seconds": round((r.end_time or 0) - (r.start_time or 0), 1)} for r in reversed(records)]
+
+
+def engine_recycles(home: Path) -> list[str]:
+    """The engine's log lines of each driver recycle (its old JVM must end: the peak's breakdown shows if not)."""
+    log = home / "engine" / "engine.log"
+    return [line.strip() for line in log.read_text().splitlines() if "recycling" in line] if log.exists() else []
+
+
+def summary(args, latencies: list[float], peak: dict, files_per_table: dict, files_over_time: list,
+            maintenance: list, recycles: list) -> dict:
+    """The figures so far (written at every checkpoint too: a soak cut short still leaves its numbers)."""
+    in_order = [round(x, 1) for x in latencies]
+    latencies = sorted(latencies)
+    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    window = min(20, len(in_order) // 2) or 1
+    result = {"files": len(latencies), "rows_per_file": args.rows, "sensor_interval_s": args.interval,
+              "landing": "back to back" if args.back_to_back else "after the previous run ended",
+              "median_s": round(statistics.median(latencies), 1), "p95_s": round(p95, 1),
+              "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1),
+              f"median_first_{window}_s": round(statistics.median(in_order[:window]), 1),
+              f"median_last_{window}_s": round(statistics.median(in_order[-window:]), 1),
+              "peak_rss_gib_daemon_runs_engine": round(peak["rss"] / 2**30, 2),
+              "peak_pss_gib_daemon_runs_engine": round(peak["pss"] / 2**30, 2),
+              "at_pss_peak_gib": sorted(([p["cmd"], round(p["pss"] / 2**30, 3), round(p["rss"] / 2**30, 3)]
+                                         for p in peak["at_pss_peak"]), key=lambda p: -p[1]),
+              "data_files_per_table": files_per_table, "data_files_over_time": files_over_time,
+              "maintenance_runs": maintenance, "engine_recycles": recycles,
+              "latencies_in_order_s": in_order}
+    return result
 
 
 def main() -> int:
@@ -178,6 +201,9 @@ def main() -> int:
             print(f"{path.name}: {latencies[-1]:.1f}s (gold.posts = {expected:,})", file=sys.stderr)
             if n % args.files_every == 0:
                 files_over_time.append({"after_files": n, **data_files(home)})
+                if args.out:
+                    Path(args.out).write_text(json.dumps({"partial": True, **summary(
+                        args, latencies, peak, {}, files_over_time, maintenance_runs(home), engine_recycles(home))}, indent=1))
             if args.maintain_every and n % args.maintain_every == 0:
                 done = subprocess.run([str(BIN / "lakehouse"), "maintain", "--no-orphans"], env=dagster.env,
                                       capture_output=True, text=True)
@@ -185,22 +211,8 @@ def main() -> int:
         dagster.wait(lambda: not runs_in_progress(home), timeout=600, what="the last run's end", interval=1.0)
         files_per_table = data_files(home)
         sampling.set()
-    in_order = [round(x, 1) for x in latencies]
-    latencies = sorted(latencies)
-    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
-    window = min(20, len(in_order) // 2) or 1
-    result = {"files": len(latencies), "rows_per_file": args.rows, "sensor_interval_s": args.interval,
-              "landing": "back to back" if args.back_to_back else "after the previous run ended",
-              "median_s": round(statistics.median(latencies), 1), "p95_s": round(p95, 1),
-              "min_s": round(latencies[0], 1), "max_s": round(latencies[-1], 1),
-              f"median_first_{window}_s": round(statistics.median(in_order[:window]), 1),
-              f"median_last_{window}_s": round(statistics.median(in_order[-window:]), 1),
-              "peak_rss_gib_daemon_runs_engine": round(peak["rss"] / 2**30, 2),
-              "peak_pss_gib_daemon_runs_engine": round(peak["pss"] / 2**30, 2),
-              "at_pss_peak_gib": sorted(([p["cmd"], round(p["pss"] / 2**30, 3), round(p["rss"] / 2**30, 3)]
-                                         for p in peak["at_pss_peak"]), key=lambda p: -p[1]),
-              "data_files_per_table": files_per_table, "data_files_over_time": files_over_time,
-              "maintenance_runs": maintenance_runs(home), "latencies_in_order_s": in_order}
+    result = summary(args, latencies, peak, files_per_table, files_over_time, maintenance_runs(home),
+                     engine_recycles(home))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -47,6 +47,7 @@ def build_table_growth_sensor(settings: LakehouseSettings) -> dg.SensorDefinitio
         state = json.loads(context.cursor) if context.cursor else {}
         baseline: dict[str, int] = state.get("baseline", {})
         pending: dict | None = state.get("pending")
+        status = None
         if pending:
             status = _run_status(context.instance, pending["run_key"])
             if status is not None and status not in ENDED:
@@ -56,15 +57,12 @@ def build_table_growth_sensor(settings: LakehouseSettings) -> dg.SensorDefinitio
                 return dg.SensorResult(skip_reason="the maintenance run asked for has not started yet")
             if status is None:  # never launched (a tick that failed after its cursor was kept): ask again
                 context.log.warning(f"the maintenance run {pending['run_key']} asked for never started; asking again")
-            states = maintenance.table_states(lakehouse.catalog())
-            if status is not None:
-                baseline |= {t: states[t].data_files if t in states else 0 for t in pending["tables"]}
-            if status is not None and status is not dg.DagsterRunStatus.SUCCESS:
+        states = maintenance.table_states(lakehouse.catalog())
+        if pending and status is not None:  # ended: the counts it left are the tables' new baseline
+            baseline |= {t: states[t].data_files if t in states else 0 for t in pending["tables"]}
+            if status is not dg.DagsterRunStatus.SUCCESS:
                 context.log.warning(f"maintenance of {', '.join(pending['tables'])} ended {status.value}; asked for "
                                     f"again once they gain {settings.compact_after_files} more files")
-            pending = None
-        else:
-            states = maintenance.table_states(lakehouse.catalog())
         counts = {t: state.data_files for t, state in states.items()}
         due = maintenance.grown(counts, baseline, settings.compact_after_files)
         cursor = {"baseline": baseline, "pending": None}
