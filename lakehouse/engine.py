@@ -17,8 +17,9 @@ Each names its process as `proc:<host>:<pid>:<start>` (lakehouse/writers.py): a 
 another process is not taken for the engine or a client, and is never signalled.
 
 Bounded memory: objects a client leaves in the JVM (Py4J bindings of a killed run, its session) are only freed
-with the JVM. The engine recycles its driver when no client is attached and it has served `MAX_ATTACHES` runs or
-its heap stays above `HEAP_RECYCLE_SHARE` after a GC, and it exits after `LAKEHOUSE_ENGINE_IDLE_SECONDS` without
+with the JVM. The engine recycles its driver when no client is attached and it has served
+`LAKEHOUSE_ENGINE_MAX_RUNS` runs or its heap stays above `HEAP_RECYCLE_SHARE` after a GC (the old driver's JVM
+ends before the next starts), and it exits after `LAKEHOUSE_ENGINE_IDLE_SECONDS` without
 a run. The landing-zone sensor starts it when it is absent (it is the supervisor: a dead engine is started again,
 at most once a minute); `lakehouse engine start|stop|status` does it by hand. Without an engine (LAKEHOUSE_ENGINE=off,
 a cluster master, AWS, a mismatch of settings) a run starts its own session as before.
@@ -46,7 +47,6 @@ from lakehouse.writers import process_alive, process_start, process_writer
 
 log = logging.getLogger(__name__)
 
-MAX_ATTACHES = 200  # runs served before the driver is recycled (at the next idle moment)
 HEAP_RECYCLE_SHARE = 0.6  # used heap after a full GC, as a share of the maximum, that asks for a recycle
 START_TIMEOUT_SECONDS = 180
 RESTART_BACKOFF_SECONDS = 60  # between two starts by the sensor (an engine that cannot start is not retried hot)
@@ -383,7 +383,7 @@ class _Engine:
                     busy = False
                     share = self._heap_share(spark)
                     log.info("%d runs served; heap %.0f%% used after GC", len(seen), 100 * share)
-                    if len(seen) >= MAX_ATTACHES or share > HEAP_RECYCLE_SHARE:
+                    if len(seen) >= self.settings.engine_max_runs or share > HEAP_RECYCLE_SHARE:
                         recycle = True
                         break
             if recycle:

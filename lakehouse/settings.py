@@ -63,6 +63,9 @@ class LakehouseSettings:
     # (local master, in-process compute); off = every run starts its own Spark session.
     engine: str = "auto"
     engine_idle_seconds: int = 1800  # the engine stops after this long without a run
+    # Runs a driver serves before the engine replaces it (at an idle moment): what a run leaves in the JVM (Py4J
+    # bindings of a killed run, class metadata, caches) is only freed with the JVM.
+    engine_max_runs: int = 200
     # The engine driver's heap: routine micro-batches need far less than a full load, and the JVM grows to its
     # maximum over hundreds of runs whatever it needs; 2g keeps the whole tree (engine, daemon, code servers, run)
     # under 4 GB (bench/latency.py). Runs without the engine keep LAKEHOUSE_SPARK_DRIVER_MEMORY.
@@ -134,7 +137,7 @@ T = TypeVar("T")
 KNOWN_VARIABLES = (
     "LAKEHOUSE_ENV", "LAKEHOUSE_HOME", "LAKEHOUSE_SPARK_MASTER", "LAKEHOUSE_SPARK_DRIVER_MEMORY",
     "LAKEHOUSE_SPARK_SHUFFLE_PARTITIONS", "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_SPARK_CONF",
-    "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS", "LAKEHOUSE_ENGINE_MEMORY", "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS",
+    "LAKEHOUSE_ENGINE", "LAKEHOUSE_ENGINE_IDLE_SECONDS", "LAKEHOUSE_ENGINE_MAX_RUNS", "LAKEHOUSE_ENGINE_MEMORY", "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS",
     "LAKEHOUSE_COMPACT_AFTER_FILES", "LAKEHOUSE_SQLITE_JDBC_JAR", "LAKEHOUSE_ICEBERG_PROVIDED", "LAKEHOUSE_S3_BUCKET",
     "LAKEHOUSE_S3_PREFIX",
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
@@ -302,6 +305,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
                                      '{"spark.jars": "a.jar,b.jar"}'),
         engine=read.choice("LAKEHOUSE_ENGINE", "auto", ENGINE),
         engine_idle_seconds=read.positive_int("LAKEHOUSE_ENGINE_IDLE_SECONDS", 1800, 7 * 86400),
+        engine_max_runs=read.positive_int("LAKEHOUSE_ENGINE_MAX_RUNS", 200, 1_000_000),
         engine_memory=read.matching("LAKEHOUSE_ENGINE_MEMORY", "2g", _JVM_MEMORY, "a JVM memory size such as 2g or 2048m"),
         snapshot_retention_hours=read.positive_int("LAKEHOUSE_SNAPSHOT_RETENTION_HOURS", 168, 24 * 3650),
         compact_after_files=read.positive_int("LAKEHOUSE_COMPACT_AFTER_FILES", 200, 10_000_000),

@@ -224,8 +224,6 @@ def test_the_engine_serves_the_embedded_default_only(home):
         assert done.returncode == 2 and "embedded default only" in done.stderr, extra
 
 
-# The engine with a recycle after every run: what 200 runs or a full heap leads to, in one run.
-RECYCLES_AFTER_ONE_RUN = "import lakehouse.engine as e; e.MAX_ATTACHES = 1; e.main()"
 A_RUN = """
 import time
 from lakehouse import engine
@@ -252,23 +250,16 @@ def engine_jvms(pid: int) -> list[int]:
 def test_a_recycled_engine_leaves_one_jvm(home):
     """Recycling the driver ends the old JVM: a soak that crossed a recycle ran two 2.7-3 GiB JVMs until the end."""
     home, env = home
-    (home / "engine").mkdir(exist_ok=True)
-    with open(home / "engine" / "engine.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", RECYCLES_AFTER_ONE_RUN], env=env, cwd=REPO, stdout=out,
-                                stderr=out, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not engine_status(env)["running"]:
-            assert proc.poll() is None and time.monotonic() < deadline, "the engine did not start"
-            time.sleep(0.5)
-        assert len(engine_jvms(proc.pid)) == 1
-        done = subprocess.run([sys.executable, "-c", A_RUN], env=env, cwd=REPO, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr[-3000:]
-        while engine_status(env).get("generation") != 2:  # the run was the driver's last: a new one serves next
-            assert proc.poll() is None and time.monotonic() < deadline, "the engine did not recycle"
-            time.sleep(0.5)
-        assert len(engine_jvms(proc.pid)) == 1, f"JVMs alive after the recycle: {engine_jvms(proc.pid)}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    env = {**env, "LAKEHOUSE_ENGINE_MAX_RUNS": "1"}  # what 200 runs or a full heap lead to, after one run
+    lakehouse_cli(env, "engine", "start")
+    engine = engine_status(env)
+    assert engine["generation"] == 1 and len(engine_jvms(engine["pid"])) == 1
+    done = subprocess.run([sys.executable, "-c", A_RUN], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    deadline = time.monotonic() + 120
+    while engine_status(env).get("generation") != 2:  # the run was the driver's last: a new one serves next
+        assert time.monotonic() < deadline, "the engine did not recycle"
+        time.sleep(0.5)
+    assert "recycling the driver after 1 runs" in (home / "engine" / "engine.log").read_text()
+    assert len(engine_jvms(engine["pid"])) == 1, f"JVMs alive after the recycle: {engine_jvms(engine['pid'])}"

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
     ({"LAKEHOUSE_SPARK_QUICK_JIT": "yes"}, ["LAKEHOUSE_SPARK_QUICK_JIT"], "auto, on, off"),
     ({"LAKEHOUSE_SENSOR_INTERVAL": "0"}, ["LAKEHOUSE_SENSOR_INTERVAL"], "whole number"),
     ({"LAKEHOUSE_SENSOR_BATCH_SIZE": "ten"}, ["LAKEHOUSE_SENSOR_BATCH_SIZE"], "whole number"),
+    ({"LAKEHOUSE_ENGINE_MAX_RUNS": "0"}, ["LAKEHOUSE_ENGINE_MAX_RUNS"], "whole number"),
     ({"LAKEHOUSE_ICEBERG_PROVIDED": "maybe"}, ["LAKEHOUSE_ICEBERG_PROVIDED"], "true"),
     ({"LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": "s3://my-bucket"}, ["LAKEHOUSE_S3_BUCKET"], "without s3://"),
     ({"LAKEHOUSE_ATHENA_OUTPUT": "my-bucket/results"}, ["LAKEHOUSE_ATHENA_OUTPUT"], "s3://"),
