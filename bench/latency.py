@@ -70,7 +70,8 @@ def _short(cmd: str) -> str:
     for marker, name in (("java", "engine or run JVM"), ("pyspark.daemon", "pyspark worker"),
                          ("dagster api grpc", "code server (dagster api grpc)"), ("dagster-daemon", "dagster daemon"),
                          ("dagster_daemon", "dagster daemon"), ("lakehouse.engine", "engine (Python side)"),
-                         ("execute_run", "run process")):
+                         ("execute_run", "run process"), ("multiprocessing.spawn", "run process"),
+                         ("multiprocessing.resource_tracker", "run's resource tracker")):
         if marker in cmd:
             return name
     return cmd[:60]
