@@ -18,11 +18,11 @@ another process is not taken for the engine or a client, and is never signalled.
 
 Bounded memory: objects a client leaves in the JVM (Py4J bindings of a killed run, its session) are only freed
 with the JVM. The engine recycles its driver when no client is attached and it has served
-`LAKEHOUSE_ENGINE_MAX_RUNS` runs or its heap stays above `HEAP_RECYCLE_SHARE` after a GC (the old driver's JVM
-ends before the next starts), and it exits after `LAKEHOUSE_ENGINE_IDLE_SECONDS` without
-a run. The landing-zone sensor starts it when it is absent (it is the supervisor: a dead engine is started again,
-at most once a minute); `lakehouse engine start|stop|status` does it by hand. Without an engine (LAKEHOUSE_ENGINE=off,
-a cluster master, AWS, a mismatch of settings) a run starts its own session as before.
+`LAKEHOUSE_ENGINE_MAX_RUNS` runs or its heap stays above `HEAP_RECYCLE_SHARE` after a GC (the old driver's JVM ends
+before the next starts), and it exits after `LAKEHOUSE_ENGINE_IDLE_SECONDS` without a run. The landing-zone
+sensor starts it when it is absent (it is the supervisor: a dead engine is started again, at most once a minute);
+`lakehouse engine start|stop|status` does it by hand. Without an engine (LAKEHOUSE_ENGINE=off, a cluster master,
+AWS, a mismatch of settings) a run starts its own session as before.
 """
 
 from __future__ import annotations
