@@ -58,7 +58,6 @@ class DagsterServices:
         return self
 
     def __exit__(self, *exc) -> None:
-        subprocess.run([str(BIN / "lakehouse"), "engine", "stop"], env=self.env, capture_output=True)
         for proc in self.procs:
             try:
                 os.killpg(proc.pid, 15)
@@ -69,6 +68,8 @@ class DagsterServices:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+        # After the daemon: its sensor starts a missing engine again, and did so between an earlier stop and exit.
+        subprocess.run([str(BIN / "lakehouse"), "engine", "stop"], env=self.env, capture_output=True)
 
     def _up(self) -> bool:
         try:
