@@ -11,7 +11,8 @@ Files under `$LAKEHOUSE_HOME/engine/`:
   driver answers; removed before it stops, so a client never attaches to a JVM going away.
 - `leases/<pid>.json`: one per attached run process. A lease is written before the connection is read, so the
   engine never recycles under a client. A lease whose process is gone (a crashed or killed run) has its Spark
-  jobs cancelled and is removed; the engine itself goes on.
+  jobs cancelled and is removed; the engine itself goes on. A run that releases renames its lease
+  `<pid>-<random>.ended`: the engine counts runs by their leases, live or ended, so none is missed between polls.
 - `engine.log`: the engine's own output.
 Each names its process as `proc:<host>:<pid>:<start>` (lakehouse/writers.py): a pid the system has since given to
 another process is not taken for the engine or a client, and is never signalled.
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +141,11 @@ class Connection:
 
 
 def _leases(settings: LakehouseSettings) -> Path:
+    """A run's lease, `<pid>.json`, while it is attached; renamed `<pid>-<random>.ended` when it releases."""
     return engine_dir(settings) / "leases"
+
+
+ENDED = ".ended"
 
 
 # --- the client side: a run process ------------------------------------------------------------------------------
@@ -165,7 +171,11 @@ class Attached:
             import gc
 
             gc.collect()  # lets Py4J tell the JVM which of this run's objects it may free
-        (_leases(self.settings) / f"{os.getpid()}.json").unlink(missing_ok=True)
+        # Ended, not deleted: the engine counts a run by its ended lease as well, so a session shorter than the
+        # engine's poll still counts toward LAKEHOUSE_ENGINE_MAX_RUNS.
+        lease = _leases(self.settings) / f"{os.getpid()}.json"
+        with contextlib.suppress(OSError):
+            lease.replace(lease.with_name(f"{os.getpid()}-{uuid.uuid4().hex[:8]}{ENDED}"))
 
 
 def attach(settings: LakehouseSettings, conf: dict[str, str], group: str) -> Attached | None:
@@ -357,6 +367,15 @@ class _Engine:
             path.unlink(missing_ok=True)
         return live
 
+    def _ended_leases(self) -> list[dict]:
+        """Leases released since the last look (read once: each is deleted once read)."""
+        ended = []
+        for path in _leases(self.settings).glob(f"*{ENDED}"):
+            with contextlib.suppress(OSError, ValueError):
+                ended.append(json.loads(path.read_text()))
+            path.unlink(missing_ok=True)
+        return ended
+
     def _heap_share(self, spark) -> float:
         runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
         spark.sparkContext._jvm.java.lang.System.gc()
@@ -372,10 +391,12 @@ class _Engine:
             idle_since = time.monotonic()
             recycle = busy = False
             while not self.stopping.wait(POLL_SECONDS):
-                live = self._live_leases(spark)
-                seen.update(f"{l['pid']}:{l['at']}" for l in live)
-                if live:
+                live, ended = self._live_leases(spark), self._ended_leases()
+                # A run is counted once, by its lease's pid and time, whether seen attached, ended or both.
+                seen.update(f"{l['pid']}:{l['at']}" for l in [*live, *ended])
+                if live or ended:
                     idle_since, busy = time.monotonic(), True
+                if live:
                     continue
                 if time.monotonic() - idle_since > idle_limit:
                     log.info("idle for %d s: stopping", idle_limit)
@@ -398,6 +419,7 @@ class _Engine:
         # A client that read the connection before it was withdrawn wrote its lease first: wait for it to end.
         while self._live_leases(spark) and not self.stopping.is_set():
             time.sleep(POLL_SECONDS)
+        self._ended_leases()  # runs of this driver: the next one counts its own
         from pyspark import SparkContext
 
         gateway = SparkContext._gateway
