@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dagster_aws.s3 import S3Resource
-
 from lakehouse.settings import Environment, LakehouseSettings
 from resources.compute import ComputeResource
 from resources.lakehouse import LakehouseResource
@@ -17,7 +15,8 @@ def landing_resource(settings: LakehouseSettings) -> LandingZoneResource:
         return S3LandingZoneResource(
             bucket=settings.s3_bucket or "",
             prefix=settings.s3_prefix,
-            s3=S3Resource(region_name=settings.aws_region, endpoint_url=settings.aws_endpoint),
+            region_name=settings.aws_region,
+            endpoint_url=settings.aws_endpoint,
         )
     return LocalLandingZoneResource(root=str(settings.landing_root))
 

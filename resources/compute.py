@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import dagster as dg
-from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesGlueClient, PipesS3ContextInjector
 
 from lakehouse.contracts import Entity
 
 from lakehouse.settings import COMPUTE_MODES as MODES
+
+if TYPE_CHECKING:
+    from dagster_aws.pipes import PipesGlueClient
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -38,7 +39,11 @@ class ComputeResource(dg.ConfigurableResource):
     def job_arguments(step: str, entity: Entity | None = None, table: str | None = None) -> list[str]:
         return ["--step", step] + (["--entity", entity.value] if entity else []) + (["--table", table] if table else [])
 
-    def glue_client(self) -> PipesGlueClient:
+    def glue_client(self) -> "PipesGlueClient":
+        # Imported here, not at the top: dagster-aws costs every local run process ~1.7 s to import.
+        import boto3
+        from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesGlueClient, PipesS3ContextInjector
+
         session = boto3.session.Session(region_name=self.aws_region)
         return PipesGlueClient(
             client=session.client("glue", endpoint_url=self.aws_endpoint),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from lakehouse.landing import LandingZone, LocalLandingZone, S3LandingZone
 
@@ -27,11 +26,18 @@ class LocalLandingZoneResource(LandingZoneResource):
 
 
 class S3LandingZoneResource(LandingZoneResource):
-    """An S3 bucket and prefix; the client comes from dagster-aws (standard credential chain)."""
+    """An S3 bucket and prefix; the client comes from dagster-aws (standard credential chain).
+
+    dagster-aws's `S3Resource` is built when the zone is asked for, not nested as a field: importing dagster-aws
+    costs every local run process ~1.7 s, and only AWS mode needs it."""
 
     bucket: str
     prefix: str = ""
-    s3: S3Resource
+    region_name: str | None = None
+    endpoint_url: str | None = None  # an S3-compatible endpoint other than AWS (a test server, a VPC endpoint)
 
     def zone(self) -> LandingZone:
-        return S3LandingZone(self.s3.get_client(), self.bucket, self.prefix)
+        from dagster_aws.s3 import S3Resource
+
+        client = S3Resource(region_name=self.region_name, endpoint_url=self.endpoint_url).get_client()
+        return S3LandingZone(client, self.bucket, self.prefix)

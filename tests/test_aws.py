@@ -139,7 +139,7 @@ def test_athena_runs_in_the_workgroup_writes_to_the_output_location_and_fetches(
 
 def test_athena_failure_names_the_query_and_the_reason():
     """moto's Athena always succeeds, so the failure path uses botocore's own stubber on a real client."""
-    from resources.query import AthenaQueryError, LakehouseAthenaClient
+    from resources.athena import AthenaQueryError, LakehouseAthenaClient
 
     client = boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     reason = "COLUMN_NOT_FOUND: line 1:8: Column 'nope' cannot be resolved"
@@ -159,7 +159,7 @@ def test_athena_failure_names_the_query_and_the_reason():
 
 
 def test_an_athena_query_that_runs_too_long_is_stopped():
-    from resources.query import AthenaQueryError, LakehouseAthenaClient
+    from resources.athena import AthenaQueryError, LakehouseAthenaClient
 
     client = boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(client) as stub:

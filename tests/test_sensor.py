@@ -138,11 +138,10 @@ def s3(moto_endpoint, lakehouse):
 
     from dagster_aws.s3 import S3Resource
 
-    resource = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1")
-    client = resource.get_client()
+    client = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1").get_client()
     bucket = f"landing-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=bucket)
-    landing = S3LandingZoneResource(bucket=bucket, prefix="raw", s3=resource)
+    landing = S3LandingZoneResource(bucket=bucket, prefix="raw", endpoint_url=moto_endpoint, region_name="us-east-1")
     return client, bucket, landing
 
 
