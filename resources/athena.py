@@ -21,6 +21,8 @@ class AthenaQueryError(AthenaError):
 
 
 class LakehouseAthenaClient(AthenaClient):
+    """dagster-aws's client with a result location, a default database and every page of the results."""
+
     def __init__(self, client, workgroup: str, output_location: str | None, database: str | None = None,
                  polling_interval: float = 1, max_polls: int = 600):
         super().__init__(client, workgroup=workgroup, polling_interval=polling_interval, max_polls=max_polls)

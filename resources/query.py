@@ -13,6 +13,7 @@ from resources.lakehouse import LakehouseResource
 if TYPE_CHECKING:
     from resources.athena import LakehouseAthenaClient
 
+
 class QueryResource(dg.ConfigurableResource):
     """`query.sql("SELECT ...")` -> rows: on DuckDB over the local catalog, or on Athena over the Glue catalog.
 
