@@ -84,15 +84,13 @@ def fingerprint(conf: dict[str, str]) -> str:
 
 
 def engine_conf(settings: LakehouseSettings) -> dict[str, str]:
-    """The engine driver's Spark settings: a run's, with the engine's heap and its periodic collection, and always
-    the full JIT: the quick one (LAKEHOUSE_SPARK_QUICK_JIT) serves a short-lived driver, and a warm engine's runs
-    are slower with it (bench/results/2026-12-01-warm-runs.md: posts 34.6-37.7 s against 25.7-31.3 s)."""
-    from lakehouse.spark import QUICK_JIT_OPTION, spark_conf
+    """The engine driver's Spark settings: a run's, with the engine's heap and its periodic collection."""
+    from lakehouse.spark import spark_conf
 
     conf = spark_conf(settings)
-    options = conf.get("spark.driver.extraJavaOptions", "").replace(QUICK_JIT_OPTION, "").split()
+    options = conf.get("spark.driver.extraJavaOptions", "")
     return conf | {"spark.driver.memory": settings.engine_memory,
-                   "spark.driver.extraJavaOptions": " ".join([*options, PERIODIC_GC_OPTION])}
+                   "spark.driver.extraJavaOptions": f"{options} {PERIODIC_GC_OPTION}".strip()}
 
 
 def _pid_alive(pid: int, process: str | None = None) -> bool:

@@ -215,19 +215,6 @@ def test_an_engine_with_other_settings_is_not_used_and_an_idle_engine_stops(home
     assert "idle for 2 s: stopping" in (home / "engine" / "engine.log").read_text()
 
 
-def test_the_engine_keeps_the_full_jit_that_a_run_of_its_own_may_leave(tmp_path):
-    """The quick JIT (LAKEHOUSE_SPARK_QUICK_JIT=on) is for a short-lived driver; a warm engine is slower with it."""
-    from lakehouse import engine
-    from lakehouse.spark import QUICK_JIT_OPTION, spark_conf
-
-    settings = load_settings({"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_SPARK_QUICK_JIT": "on"})
-    assert QUICK_JIT_OPTION in spark_conf(settings)["spark.driver.extraJavaOptions"]  # a run's own driver
-    options = engine.engine_conf(settings)["spark.driver.extraJavaOptions"].split()
-    assert QUICK_JIT_OPTION not in options and engine.PERIODIC_GC_OPTION in options
-    # ... and such a run still attaches to the engine: the JIT changes no result.
-    assert engine.fingerprint(engine.engine_conf(settings)) == engine.fingerprint(spark_conf(settings))
-
-
 def test_the_engine_serves_the_embedded_default_only(home):
     home, env = home
     for extra in ({"LAKEHOUSE_SPARK_MASTER": "spark://127.0.0.1:7077"}, {"LAKEHOUSE_ENGINE": "off"},
