@@ -62,7 +62,8 @@ def spark(settings):
     from lakehouse.spark import get_spark
 
     # One JVM serves every in-process run of a worker for the whole suite: like the warm engine, it is long-lived,
-    # and the full JIT wins once warm (a whole-graph run on test data: 22 s a run against 31-38 s with C1 only).
+    # and the full JIT wins once warm (bench/small_runs.py, bench/results/2026-12-02-suite-and-startup.md: a warm
+    # whole-graph run on test data 33.5-38.9 s against 48.0-54.1 s with C1 only; the first run 15 s slower).
     session = get_spark(replace(settings, spark_quick_jit="off"))
     yield session
     session.stop()
