@@ -314,6 +314,19 @@ def cmd_engine(args) -> int:
     return 0
 
 
+def cmd_class_cache(args) -> int:
+    from lakehouse import class_cache
+
+    settings = load_settings()
+    if settings.class_cache != "on":
+        raise UsageError("LAKEHOUSE_CLASS_CACHE=off: drivers start without a class archive")
+    path = class_cache.build(settings, rebuild=args.rebuild)
+    if path is None:
+        raise UsageError("another process is building the archive now (its lock is beside it); try again shortly")
+    print(f"{path} ({path.stat().st_size / 2**20:.0f} MB)")
+    return 0
+
+
 def cmd_contracts(args) -> int:
     from lakehouse.contracts import contracts_markdown
 
@@ -395,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
                          "docs/runbook.md)")
     eng.add_argument("action", choices=["start", "stop", "status"])
     eng.set_defaults(func=cmd_engine)
+    cache = sub.add_parser("class-cache", help="build the Spark driver's class archive if missing (drivers start "
+                           "~40%% sooner; bin/setup builds it)")
+    cache.add_argument("--rebuild", action="store_true", help="build it again even if it exists")
+    cache.set_defaults(func=cmd_class_cache)
     sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)
     sub.add_parser("spark-conf", help="print the Spark settings of this environment as --conf arguments "
                    "(for a Glue job or spark-submit)").set_defaults(func=cmd_spark_conf)

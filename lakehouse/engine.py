@@ -333,7 +333,10 @@ class _Engine:
     def _start_driver(self):
         from pyspark.sql import SparkSession
 
+        from lakehouse import class_cache
+
         conf = engine_conf(self.settings)
+        class_cache.start_building(self.settings)
         builder = SparkSession.builder
         for key, value in conf.items():
             builder = builder.config(key, value)
@@ -420,31 +423,16 @@ class _Engine:
         self._ended_leases()  # runs of this driver: the next one counts its own
         from pyspark import SparkContext
 
+        from lakehouse.spark import end_gateway
+
         gateway = SparkContext._gateway
         spark.stop()
         # `stop()` ends the SparkContext, not the JVM that held it: left alone, each recycle would keep one more
         # JVM (and its heap) for the rest of the engine's life. The gateway JVM exits when its stdin closes.
-        _end_gateway(gateway)
+        end_gateway(gateway)
         # A new driver in this process needs a fresh gateway: pyspark keeps the old one in class attributes.
         SparkContext._gateway = None
         SparkContext._jvm = None
-
-
-def _end_gateway(gateway, timeout: float = 60) -> None:
-    """Close a pyspark gateway and wait for its JVM to exit (killed when it does not within `timeout`)."""
-    process = getattr(gateway, "proc", None)
-    with contextlib.suppress(Exception):
-        gateway.shutdown()
-    if process is None:  # not ours to end (a gateway this process attached to)
-        return
-    with contextlib.suppress(OSError):
-        process.stdin.close()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("the old driver JVM (pid %d) did not exit within %d s: killing it", process.pid, timeout)
-        process.kill()
-        process.wait()
 
 
 def main() -> None:

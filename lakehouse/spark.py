@@ -6,9 +6,13 @@ an AWS job entry point all build their session from it, so the transformations s
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import subprocess
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from lakehouse import class_cache
 from lakehouse.settings import CATALOG_NAME, Environment, LakehouseSettings
 
 ICEBERG_RUNTIME_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
@@ -20,6 +24,7 @@ SQLITE_JDBC_PACKAGE = "org.xerial:sqlite-jdbc:3.46.1.3"
 DEBIAN_SQLITE_JDBC_JAR = Path("/usr/share/java/sqlite-jdbc.jar")
 DEBIAN_JNI_DIR = Path("/usr/lib/x86_64-linux-gnu/jni")
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def iceberg_runtime_jar() -> Path | None:
@@ -98,8 +103,10 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
 QUICK_JIT_OPTION = "-XX:TieredStopAtLevel=1"
 
 
-def _driver_java_options(settings: LakehouseSettings) -> str:
+def _driver_java_options(settings: LakehouseSettings, spark_jars: str) -> str:
     options = []
+    if archive := class_cache.driver_options(settings, spark_jars):
+        options.append(archive)
     if DEBIAN_JNI_DIR.exists():
         options.append(f"-Djava.library.path={DEBIAN_JNI_DIR}")
     if settings.spark_quick_jit == "on":  # forced for every session ("auto" is the Spark resource's per-run choice)
@@ -136,8 +143,8 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
     else:
         conf.update(_glue_catalog_conf(settings))
     conf.update(_jar_conf(settings))
-    if settings.environment is Environment.LOCAL and _driver_java_options(settings):
-        conf["spark.driver.extraJavaOptions"] = _driver_java_options(settings)
+    if settings.environment is Environment.LOCAL and (options := _driver_java_options(settings, conf.get("spark.jars", ""))):
+        conf["spark.driver.extraJavaOptions"] = options
     conf.update(settings.extra_spark_conf)
     return conf
 
@@ -150,7 +157,25 @@ def get_spark(settings: LakehouseSettings):
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
     settings.home_abs.mkdir(parents=True, exist_ok=True)
+    class_cache.start_building(settings)
     return builder.getOrCreate()
+
+
+def end_gateway(gateway, timeout: float = 60) -> None:
+    """Close a pyspark gateway and wait for its JVM to exit (killed when it does not within `timeout`)."""
+    process = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if process is None:  # not ours to end (a gateway this process attached to)
+        return
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("the driver JVM (pid %d) did not exit within %d s: killing it", process.pid, timeout)
+        process.kill()
+        process.wait()
 
 
 def in_this_thread_context(spark, fn: Callable[..., T]) -> Callable[..., T]:

@@ -7,7 +7,7 @@ from dagster_pyspark import LazyPySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 from pydantic import PrivateAttr
 
-from lakehouse import engine
+from lakehouse import class_cache, engine
 from lakehouse.settings import LakehouseSettings, load_settings
 from resources.runs import reap_dead_runs, register_worker
 from lakehouse.spark import QUICK_JIT_OPTION, spark_conf
@@ -84,4 +84,5 @@ class SparkResource(LazyPySparkResource):
             if self._wants_quick_jit() and QUICK_JIT_OPTION not in conf.get("spark.driver.extraJavaOptions", ""):
                 options = conf.get("spark.driver.extraJavaOptions", "")
                 conf["spark.driver.extraJavaOptions"] = f"{options} {QUICK_JIT_OPTION}".strip()
+            class_cache.start_building(self._settings or load_settings())
             self._spark_session = spark_session_from_config(conf)

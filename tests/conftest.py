@@ -59,8 +59,12 @@ def settings(lakehouse_env):
 def spark(settings):
     from dataclasses import replace
 
+    from lakehouse import class_cache
     from lakehouse.spark import get_spark
 
+    # bin/setup builds the driver's class archive; a bare `pytest` builds it here, before any driver starts, so the
+    # JVMs the tests start map it (one worker builds; the other goes on without it meanwhile).
+    class_cache.build(settings)
     # One JVM serves every in-process run of a worker for the whole suite: like the warm engine, it is long-lived,
     # and the full JIT wins once warm (bench/small_runs.py, bench/results/2026-12-02-suite-and-startup.md: a warm
     # whole-graph run on test data 33.5-38.9 s against 48.0-54.1 s with C1 only; the first run 15 s slower).
