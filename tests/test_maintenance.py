@@ -144,7 +144,7 @@ def test_table_growth_sensor_compacts_only_the_tables_that_grew_once_per_growth(
 
     for seed in (1, 2):  # each run writes one file into each of the 3 days of the tables it writes
         land_posts(lakehouse, tmp_path, seed)
-        assert materialize(instance).success
+        assert materialize(instance, Entity.POST).success
     resource = LakehouseResource.from_settings(settings)
     counts = maintenance.data_file_counts(resource.catalog())
     assert counts["silver.posts"] == spark.sql("SELECT count(*) FROM silver.posts.files").first()[0] == 6
@@ -181,10 +181,10 @@ def test_table_growth_sensor_compacts_only_the_tables_that_grew_once_per_growth(
     assert requests == [] and json.loads(cursor)["baseline"]["silver.posts"] == 3
     assert tick(sensor, cursor)[0] == []
     land_posts(lakehouse, tmp_path, 3)
-    assert materialize(instance).success
+    assert materialize(instance, Entity.POST).success
     assert tick(sensor, cursor)[0] == []  # 3 more files, 5 needed
     land_posts(lakehouse, tmp_path, 4)
-    assert materialize(instance).success
+    assert materialize(instance, Entity.POST).success
     (again,), cursor = tick(sensor, cursor)
     assert {"silver.posts", "gold.posts"} <= set(again.run_config["ops"]["maintain_tables"]["config"]["tables"])
     assert launch(again)["silver.posts"]["data_files_after"] == 3
@@ -203,7 +203,7 @@ def test_table_growth_run_key_names_the_tables_state_not_their_file_counts(spark
 
     for seed in (1, 2):
         land_posts(lakehouse, tmp_path, seed)
-        assert materialize(instance).success
+        assert materialize(instance, Entity.POST).success
     resource = LakehouseResource.from_settings(settings)
     sensor = build_table_growth_sensor(load_settings({"LAKEHOUSE_HOME": str(settings.home),
                                                       "LAKEHOUSE_COMPACT_AFTER_FILES": "5"}))

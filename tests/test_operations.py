@@ -25,11 +25,14 @@ def lakehouse_cmd(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def materialize(instance) -> dg.ExecuteInProcessResult:
+def materialize(instance, entity: Entity | None = None) -> dg.ExecuteInProcessResult:
+    """The whole graph, or (`entity`) what the landing-zone sensor runs for a file of that entity, checks included."""
     from lakehouse_assets.definitions import defs
+    from sensors.landing import downstream_of
 
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, raise_on_error=False)
-    return result
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, raise_on_error=False,
+                                  asset_selection=downstream_of(entity) if entity else None)
 
 
 @pytest.fixture
