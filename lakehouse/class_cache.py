@@ -1,4 +1,4 @@
-"""A class-data archive (AppCDS) for the local Spark driver JVM: a cold driver starts ~40% sooner.
+"""A class-data archive (AppCDS) for the local Spark driver JVM: a cold driver is ready about a third sooner.
 
 A driver JVM loads and verifies some 20,000 classes (Spark, Iceberg, Parquet, Jackson) before its first result,
 every time one starts: a run without the warm engine, the engine itself, a Pipes job, a CLI command. Java 17 can

@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     eng.add_argument("action", choices=["start", "stop", "status"])
     eng.set_defaults(func=cmd_engine)
     cache = sub.add_parser("class-cache", help="build the Spark driver's class archive if missing (drivers start "
-                           "~40%% sooner; bin/setup builds it)")
+                           "about a third sooner; bin/setup builds it)")
     cache.add_argument("--rebuild", action="store_true", help="build it again even if it exists")
     cache.set_defaults(func=cmd_class_cache)
     sub.add_parser("contracts", help="print every table's contract as Markdown").set_defaults(func=cmd_contracts)

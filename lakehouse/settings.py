@@ -72,7 +72,7 @@ class LakehouseSettings:
     # under 4 GB (bench/latency.py). Runs without the engine keep LAKEHOUSE_SPARK_DRIVER_MEMORY.
     engine_memory: str = "2g"
     # A class-data archive (AppCDS) for the local driver JVM: a cold driver starts and reaches its first results
-    # ~40% sooner (lakehouse/class_cache.py). Built once per Java and jar set, kept in the user's cache folder.
+    # about a third sooner (lakehouse/class_cache.py). Built once per Java and jar set, kept in the user's cache folder.
     class_cache: str = "on"
     class_cache_dir: Path = Path("~/.cache/lakehouse")
     # Table maintenance keeps this much history for time travel (snapshots an incremental mark needs stay longer).

@@ -143,7 +143,8 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
     else:
         conf.update(_glue_catalog_conf(settings))
     conf.update(_jar_conf(settings))
-    if settings.environment is Environment.LOCAL and (options := _driver_java_options(settings, conf.get("spark.jars", ""))):
+    options = _driver_java_options(settings, conf.get("spark.jars", ""))
+    if settings.environment is Environment.LOCAL and options:
         conf["spark.driver.extraJavaOptions"] = options
     conf.update(settings.extra_spark_conf)
     return conf
