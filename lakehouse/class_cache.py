@@ -90,6 +90,14 @@ def _jars(settings: LakehouseSettings) -> str:
 
 # --- building ---------------------------------------------------------------------------------------------------
 
+def _being_built(lock: Path) -> bool:
+    """Whether the process a build lock names still runs (a lock without a name yet counts as abandoned)."""
+    try:
+        return process_alive(lock.read_text().strip()) is not False
+    except (OSError, ValueError):  # no lock, or no (whole) name in it yet
+        return False
+
+
 def _lock(path: Path) -> bool:
     """Take the build lock (a file naming this process); a lock whose process is gone is taken over."""
     lock = path.with_suffix(".lock")
@@ -97,11 +105,7 @@ def _lock(path: Path) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = lock.read_text().strip()
-            except OSError:
-                holder = ""
-            if holder and process_alive(holder) is not False:
+            if _being_built(lock):
                 return False
             lock.unlink(missing_ok=True)  # its builder died (or had not written its name yet): take it over
             continue
@@ -149,13 +153,8 @@ def start_building(settings: LakehouseSettings) -> None:
     path = archive_path(settings, _jars(settings))
     if path is None or path.exists():
         return
-    lock = path.with_suffix(".lock")
-    if lock.exists():
-        try:
-            if process_alive(lock.read_text().strip()) is not False:
-                return  # being built
-        except (OSError, ValueError, IndexError):
-            pass
+    if _being_built(path.with_suffix(".lock")):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".log"), "ab") as out:
         subprocess.Popen([sys.executable, "-m", "lakehouse.class_cache"], stdout=out, stderr=out,
