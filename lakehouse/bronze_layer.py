@@ -70,10 +70,19 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
+# The whole log as of one snapshot, oldest first: read again only once something was logged.
+_LOG_AT = tables.SnapshotMemo(4)
+
+
 def log_history(spark: SparkSession, entity: Entity) -> list[dict]:
     """Every row of the entity's ingestion log, every column (a few rows per file version: small), oldest first."""
-    rows = spark.table(INGESTION_LOG.identifier).where(F.col("entity") == entity.value).collect()
-    return sorted((r.asDict() for r in rows), key=lambda r: r["ingested_at"])
+    snapshot = tables.snapshot_id(spark, INGESTION_LOG.identifier)
+    if snapshot is None:
+        return []
+    rows = _LOG_AT.get(snapshot, lambda: sorted(
+        (r.asDict() for r in tables.at_snapshot(spark, INGESTION_LOG.identifier, snapshot).collect()),
+        key=lambda r: r["ingested_at"]))
+    return [dict(r) for r in rows if r["entity"] == entity.value]
 
 
 def log_rows(spark: SparkSession, entity: Entity) -> list[dict]:
@@ -297,13 +306,11 @@ def ingest_bronze(
          .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
          .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
          .append())
-        # Count what was committed, not what was meant to be: the batch's files are pruned by their stats.
-        written = (
-            spark.table(table).where(F.col("_batch_id") == result.batch_id)
-            .groupBy("_source_uri").agg(F.count("*").alias("n"), F.count("_raw_record").alias("bad"))
-            .collect()
-        )
-        counts = {r._source_uri: (r.n, r.bad) for r in written}
+        # Count what was committed, not what was meant to be.
+        counts: dict[str, tuple[int, int]] = {}
+        for r in committed_files(spark, table, result.batch_id):
+            n, bad = counts.get(r._source_uri, (0, 0))
+            counts[r._source_uri] = (n + r.rows, bad + r.malformed)
         taken = _taken_meanwhile(spark, entity, result.batch_id, alive, log_snapshot, entries)
         # A problem of one file stays with that file: its rows are taken out of the batch again, and it is logged
         # as rejected with what differed, so the other files go on and Bronze's gates never fail for it.
@@ -424,6 +431,32 @@ def _in_flight(spark: SparkSession, table: str, entries: list[dict], alive: Live
     return [u for u in unsettled_batches(tables.snapshots(spark, table), entries) if alive(u.writer)]
 
 
+# Per file of a batch, as committed: the step's own count and both checks of the batch read it, from one pass.
+_BATCH_FILES = tables.SnapshotMemo(16)
+
+
+def committed_files(spark: SparkSession, table: str, batch_id: str) -> list:
+    """Per (file, version) of one Bronze batch in the table now: its rows, malformed rows, first and last row
+    number, distinct row numbers, and rows missing their ingestion time or row number. One pass over the batch
+    (its files are pruned by their stats) per snapshot of the table."""
+    snapshot = tables.snapshot_id(spark, table)
+    if snapshot is None:
+        return []
+    return _BATCH_FILES.get((table, snapshot, batch_id), lambda: (
+        tables.at_snapshot(spark, table, snapshot).where(F.col("_batch_id") == batch_id)
+        .groupBy("_source_uri", "_source_etag")
+        .agg(
+            F.count("*").alias("rows"),
+            F.count("_raw_record").alias("malformed"),
+            F.min("_source_row").alias("first_row"),
+            F.max("_source_row").alias("last_row"),
+            F.countDistinct("_source_row").alias("distinct_rows"),
+            F.sum(F.when(F.col("_ingested_at").isNull() | F.col("_source_row").isNull(), 1).otherwise(0))
+            .alias("incomplete"),
+        )
+        .collect()))
+
+
 def bronze_row_counts(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> CheckOutcome:
     """Bronze holds the records an independent parser counted in each loaded file; parse errors counted.
 
@@ -437,13 +470,7 @@ def bronze_row_counts(spark: SparkSession, entity: Entity, alive: Liveness = def
     loaded = [e for e in entries if e["status"] == LOADED]
     batch, batch_files = latest_batch(entries, (LOADED,))
     # The latest batch is re-counted from the table itself; earlier ones by what was committed at the time.
-    actual = {}
-    if batch:
-        actual = {
-            (r._source_uri, r._source_etag): r.n
-            for r in spark.table(table).where(F.col("_batch_id") == batch)
-            .groupBy("_source_uri", "_source_etag").agg(F.count("*").alias("n")).collect()
-        }
+    actual = {(r._source_uri, r._source_etag): r.rows for r in committed_files(spark, table, batch)} if batch else {}
     mismatched = []
     for e in loaded:
         rows = actual.get((e["source_uri"], e["source_etag"]), 0) if e["batch_id"] == batch else e["rows"]
@@ -499,20 +526,7 @@ def bronze_metadata(spark: SparkSession, entity: Entity, alive: Liveness = defau
     bad = []
     rows = 0
     if batch:
-        per_file = (
-            spark.table(table).where(F.col("_batch_id") == batch)
-            .groupBy("_source_uri", "_source_etag")
-            .agg(
-                F.count("*").alias("rows"),
-                F.min("_source_row").alias("first_row"),
-                F.max("_source_row").alias("last_row"),
-                F.countDistinct("_source_row").alias("distinct_rows"),
-                F.sum(F.when(F.col("_ingested_at").isNull() | F.col("_source_row").isNull(), 1).otherwise(0))
-                .alias("incomplete"),
-            )
-            .collect()
-        )
-        for r in per_file:
+        for r in committed_files(spark, table, batch):
             rows += r.rows
             numbered = r.first_row == 1 and r.last_row == r.rows == r.distinct_rows
             if not numbered or r.incomplete or (r._source_uri, r._source_etag) not in expected:

@@ -10,7 +10,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import reduce
 from typing import Callable
 
@@ -407,8 +407,9 @@ def _compare(expected: DataFrame, actual: DataFrame, keys: list[str], values: li
 
 
 def _gold_high(spark: SparkSession, gold_table: str) -> int | None:
-    # Answered from file statistics (aggregate push-down), like Silver's high-water.
-    return spark.table(gold_table).select(F.unix_micros(F.max("loaded_at")).alias("m")).first().m
+    """The latest `loaded_at` in Gold now, in micros (None: empty)."""
+    snapshot = tables.snapshot_id(spark, gold_table)
+    return None if snapshot is None else tables.latest_micros(spark, gold_table, snapshot, "loaded_at")
 
 
 def gold_reconciled(spark: SparkSession, table_key: str, full: bool = False) -> CheckOutcome:
@@ -512,7 +513,8 @@ def gold_freshness(spark: SparkSession, table_key: str, sources: list[str]) -> C
         if changes.until is not None:
             lag[source] = (changes.until - (changes.since or 0)) / 1e6
     behind = {s: v for s, v in lag.items() if v > 0}
-    last = spark.table(gold_table).agg(F.max("loaded_at").alias("m")).first().m
+    high = _gold_high(spark, gold_table)
+    last = None if high is None else datetime.fromtimestamp(high / 1e6, timezone.utc)
     return CheckOutcome(
         passed=not behind,
         summary=", ".join(f"{s} changed {v:,.0f} s after Gold last read it" for s, v in behind.items())

@@ -204,21 +204,8 @@ def changes_since(spark: SparkSession, silver_table: str, since: int | str | Non
                    snap.snapshot_id)
 
 
-# A snapshot never changes, so neither does its latest `_updated_at`: read once per process, though a run's Gold
-# steps and their checks ask for the same Silver snapshot's a dozen times. (Snapshot ids are random 64-bit
-# numbers: a table dropped and created again does not meet its old ids.)
-_HIGH_WATER: dict[tuple[str, int], int | None] = {}
-
-
 def _high_water(spark: SparkSession, table: str, snapshot_id: int) -> int | None:
-    key = (table, snapshot_id)
-    if key not in _HIGH_WATER:
-        if len(_HIGH_WATER) >= 1024:
-            _HIGH_WATER.clear()
-        # Answered from file statistics (Iceberg aggregate push-down), not by scanning the table.
-        _HIGH_WATER[key] = (tables.at_snapshot(spark, table, snapshot_id)
-                            .select(F.unix_micros(F.max("_updated_at")).alias("m")).first().m)
-    return _HIGH_WATER[key]
+    return tables.latest_micros(spark, table, snapshot_id, "_updated_at")
 
 
 def silver_changes(spark: SparkSession, gold_table: str, silver_table: str) -> Changes:

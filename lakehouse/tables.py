@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -181,6 +183,43 @@ def set_watermarks(
 def at_snapshot(spark: SparkSession, table: str, snapshot_id: int) -> DataFrame:
     """The table as it was at one snapshot (Iceberg time travel)."""
     return spark.sql(f"SELECT * FROM {table} VERSION AS OF {int(snapshot_id)}")
+
+
+class SnapshotMemo:
+    """Values read from a table at one snapshot, computed once per process. A snapshot never changes, so neither
+    does what is read from it, though a run's steps and their checks (two threads) ask for the same ones a dozen
+    times. (Snapshot ids are random 64-bit numbers: a table dropped and created again does not meet its old ids.)"""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.values: dict = {}
+        self.locks: dict = {}
+        self.guard = threading.Lock()
+
+    def get(self, key, read: Callable[[], Any]) -> Any:
+        with self.guard:
+            lock = self.locks.setdefault(key, threading.Lock())
+        with lock:  # a second thread asking for the same key waits for the first one's read
+            with self.guard:
+                if key in self.values:
+                    return self.values[key]
+            value = read()
+            with self.guard:
+                if len(self.values) >= self.size:
+                    self.values.clear()
+                    self.locks = {key: lock}
+                self.values[key] = value
+            return value
+
+
+_LATEST = SnapshotMemo(1024)
+
+
+def latest_micros(spark: SparkSession, table: str, snapshot_id: int, column: str) -> int | None:
+    """The latest value of timestamp `column` in `table` at `snapshot_id`, in micros (None: no rows)."""
+    # Answered from file statistics (Iceberg aggregate push-down), not by scanning the table.
+    return _LATEST.get((table, snapshot_id, column), lambda: at_snapshot(spark, table, snapshot_id).select(
+        F.unix_micros(F.max(column)).alias("m")).first().m)
 
 
 def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> None:

@@ -210,3 +210,42 @@ def test_overlapping_silver_merges_keep_one_row_per_id_and_the_newest_version(sp
     tables.upsert(spark, "silver.posts", stale, ["id"], update_if=silver_layer.NEWER_VERSION, stamp="_updated_at")
     rows = {r.id: r.score for r in spark.table("silver.posts").collect()}
     assert rows == {"x1": 2, "x2": 1, "x3": 2}
+
+
+def test_the_ingestion_log_is_read_once_per_snapshot_and_again_after_every_write(spark, lakehouse):
+    """The log is the final word on what was ingested: a read must see every row logged before it, though a run's
+    steps and checks read it a dozen times (each read of an unchanged log costs no Spark job)."""
+    from datetime import datetime, timezone
+
+    tables.ensure_tables(spark)
+
+    def row(uri: str, status: str) -> dict:
+        return {"entity": "post", "source_uri": uri, "source_etag": "e", "source_size": 1, "batch_id": "b-" + uri,
+                "status": status, "rows": 1, "malformed_rows": 0, "ingested_at": datetime.now(timezone.utc)}
+
+    reads = iter(range(100))
+
+    def jobs_for(read) -> tuple[list, int]:
+        sc = spark.sparkContext
+        group = f"log-read-{next(reads)}"
+        sc.setJobGroup(group, group)
+        try:
+            return read(), len(sc.statusTracker().getJobIdsForGroup(group))
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+
+    assert bronze_layer.log_history(spark, Entity.POST) == []
+    bronze_layer.write_log(spark, [row("s3://in/a.csv", "loaded")])
+    first, _ = jobs_for(lambda: bronze_layer.log_history(spark, Entity.POST))
+    again, jobs = jobs_for(lambda: bronze_layer.log_history(spark, Entity.POST))
+    assert [r["source_uri"] for r in first] == [r["source_uri"] for r in again] == ["s3://in/a.csv"]
+    assert jobs == 0, "an unchanged log was read again"
+    again[0]["status"] = "changed by a caller"  # what a caller does with its rows stays its own
+    assert bronze_layer.log_history(spark, Entity.POST)[0]["status"] == "loaded"
+    assert bronze_layer.log_history(spark, Entity.COMMENT) == []
+
+    bronze_layer.write_log(spark, [row("s3://in/a.csv", "retracted"), row("s3://in/b.csv", "loaded")])
+    after, jobs = jobs_for(lambda: bronze_layer.log_entries(spark, Entity.POST))
+    assert jobs > 0
+    assert sorted((e.source_uri, e.status) for e in after) == [("s3://in/a.csv", "retracted"),
+                                                                ("s3://in/b.csv", "loaded")]
