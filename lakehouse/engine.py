@@ -74,7 +74,7 @@ def engine_dir(settings: LakehouseSettings) -> Path:
 DRIVER_ONLY = ("spark.driver.memory", "spark.driver.extraJavaOptions")
 # The engine gives memory back between runs: after this long without a collection, G1 runs a concurrent cycle
 # and uncommits the free heap (JEP 346), so an idle engine does not sit at the peak of its last run.
-PERIODIC_GC_OPTION = "-XX:G1PeriodicGCInterval=30000"
+PERIODIC_GC_OPTION = "-XX:+UseG1GC -XX:G1PeriodicGCInterval=30000"
 
 
 def fingerprint(conf: dict[str, str]) -> str:
@@ -85,10 +85,11 @@ def fingerprint(conf: dict[str, str]) -> str:
 
 def engine_conf(settings: LakehouseSettings) -> dict[str, str]:
     """The engine driver's Spark settings: a run's, with the engine's heap and its periodic collection."""
-    from lakehouse.spark import spark_conf
+    from lakehouse.spark import THROUGHPUT_GC_OPTION, spark_conf
 
     conf = spark_conf(settings)
-    options = conf.get("spark.driver.extraJavaOptions", "")
+    # G1 instead of a run's throughput collector (spark.THROUGHPUT_GC_OPTION): a long-lived driver that idles.
+    options = " ".join(o for o in conf.get("spark.driver.extraJavaOptions", "").split() if o != THROUGHPUT_GC_OPTION)
     return conf | {"spark.driver.memory": settings.engine_memory,
                    "spark.driver.extraJavaOptions": f"{options} {PERIODIC_GC_OPTION}".strip()}
 

@@ -101,10 +101,15 @@ def _jar_conf(settings: LakehouseSettings) -> dict[str, str]:
 # so C1 alone finishes sooner; on a large batch C2's code wins (measured: CONVENTIONS.md). The Spark resource
 # adds this per run ("auto": when the sensor's batch is small); LAKEHOUSE_SPARK_QUICK_JIT=on|off forces it.
 QUICK_JIT_OPTION = "-XX:TieredStopAtLevel=1"
+# A driver that lives for a run (or a test worker's suite) collects with the throughput collector: on two busy
+# cores G1's concurrent threads cost more CPU than its short pauses save (bench/results/2026-12-02-snapshot-memo.md:
+# whole-graph runs on test data ~7% sooner). The warm engine keeps G1, which gives free heap back when idle
+# (engine.engine_conf).
+THROUGHPUT_GC_OPTION = "-XX:+UseParallelGC"
 
 
 def _driver_java_options(settings: LakehouseSettings, spark_jars: str) -> str:
-    options = []
+    options = [THROUGHPUT_GC_OPTION]
     if archive := class_cache.driver_options(settings, spark_jars):
         options.append(archive)
     if DEBIAN_JNI_DIR.exists():

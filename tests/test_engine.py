@@ -171,7 +171,9 @@ print(json.dumps({"second_sees_view": second.session.catalog.tableExists("mine")
                   "second_partitions": second.session.conf.get("spark.sql.shuffle.partitions"),
                   "first_count": first.session.table("mine").count(),
                   "same_driver": first.session.sparkContext.applicationId == second.session.sparkContext.applicationId,
-                  "check_thread": check_thread}))
+                  "check_thread": check_thread,
+                  "collectors": [b.getName() for b in
+                                 first.session._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()]}))
 """
 
 
@@ -182,8 +184,26 @@ def test_each_attached_run_has_its_own_session(home):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
+    collectors = got.pop("collectors")
     assert got == {"second_sees_view": False, "second_partitions": "4", "first_count": 3, "same_driver": True,
                    "check_thread": ["two", "7"]}
+    # The engine idles between runs and gives free heap back: G1 (periodic collections), not a run's collector.
+    assert any(c.startswith("G1 ") for c in collectors), collectors
+
+
+def collectors(spark) -> list[str]:
+    return [b.getName() for b in spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()]
+
+
+def test_a_driver_of_its_own_collects_for_throughput(spark):
+    """A driver that lives for a run (or a test worker's suite) uses the throughput collector (lakehouse/spark.py);
+    the engine's options ask for G1 instead, never for both (a JVM given both does not start)."""
+    from lakehouse import engine
+    from lakehouse.spark import THROUGHPUT_GC_OPTION
+
+    assert any(c.startswith("PS ") for c in collectors(spark)), collectors(spark)
+    options = engine.engine_conf(load_settings())["spark.driver.extraJavaOptions"].split()
+    assert THROUGHPUT_GC_OPTION not in options and "-XX:+UseG1GC" in options
 
 
 def test_an_engine_with_other_settings_is_not_used_and_an_idle_engine_stops(home):
