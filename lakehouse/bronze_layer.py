@@ -70,8 +70,10 @@ class BronzeResult:
         return [f for f in self.files if f.status == REJECTED]
 
 
-# The whole log as of one snapshot, oldest first: read again only once something was logged.
-_LOG_AT = tables.SnapshotMemo(4)
+# The whole log as of one snapshot, oldest first: read again only once something was logged. Two snapshots, not
+# more: the log grows with every file ever landed, and only the latest one and the one just before it (a thread
+# still reading while another logs) are asked for.
+_LOG_AT = tables.SnapshotMemo(2)
 
 
 def log_history(spark: SparkSession, entity: Entity) -> list[dict]:
