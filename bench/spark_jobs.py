@@ -5,7 +5,7 @@ time and the Spark jobs it started (each call site is its own job group).
     python bench/spark_jobs.py [--runs 3] [--top 40]
 
 Runs --runs whole-graph runs on one session in a fresh lakehouse and reports the last one (the first ones warm
-the JIT). Prints the call sites by wall seconds; --json writes them.
+the JIT). Prints the call sites by wall seconds and the run's Iceberg commits per table; --json writes them.
 """
 
 from __future__ import annotations
@@ -86,8 +86,16 @@ def main() -> int:
             calls[where] += 1
             local.inside = False
 
+    from lakehouse import tables
+    from lakehouse.contracts import ALL_TABLES
+
+    def versions() -> dict[str, int]:
+        # A table's metadata file names count its commits (`00012-<uuid>.metadata.json`), property-only ones too.
+        return {c.identifier: int(Path(tables.iceberg_table(spark, c.identifier).operations().current()
+                                       .metadataFileLocation()).name.split("-")[0]) for c in ALL_TABLES}
+
     job = defs.resolve_implicit_global_asset_job_def()
-    walls = []
+    walls, commits = [], {}
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for seed in range(1, args.runs + 1):
             files = generate(Path(home) / f"g{seed}", posts=40, comments=120, files=1, seed=seed, days=3,
@@ -95,16 +103,19 @@ def main() -> int:
             zone.land(files.posts[0], Entity.POST)
             zone.land(files.comments[0], Entity.COMMENT)
             last = seed == args.runs
+            before = versions() if last else {}
             if last:
                 gw.JavaMember.__call__ = traced
             started = time.perf_counter()
             assert job.execute_in_process(instance=instance, raise_on_error=False).success
             walls.append(round(time.perf_counter() - started, 1))
             gw.JavaMember.__call__ = original
+            commits = {t: n - before[t] for t, n in versions().items() if n != before.get(t)} if last else commits
     jobs = {g: len(tracker.getJobIdsForGroup(g)) for g in groups}
     rows = sorted(wall.items(), key=lambda kv: -kv[1])
     print(f"runs: {walls}; last run: {sum(wall.values()):.1f} s in Py4J calls, {sum(calls.values())} calls, "
-          f"{sum(jobs.values())} Spark jobs")
+          f"{sum(jobs.values())} Spark jobs, {sum(commits.values())} Iceberg commits")
+    print("commits per table: " + ", ".join(f"{t} {n}" for t, n in sorted(commits.items())))
     by_file: collections.Counter = collections.Counter()
     for where, seconds in rows:
         by_file[where.split(":")[0] + ":" + where.split(":")[1]] += seconds
@@ -112,7 +123,7 @@ def main() -> int:
     for where, seconds in rows[: args.top]:
         print(f"{seconds:6.2f} {calls[where]:6d} {jobs.get(where, 0):5d}  {where}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"walls": walls, "sites": [
+        Path(args.json).write_text(json.dumps({"walls": walls, "commits": commits, "sites": [
             {"site": w, "seconds": round(s, 3), "calls": calls[w], "jobs": jobs.get(w, 0)} for w, s in rows]},
             indent=1))
     spark.stop()

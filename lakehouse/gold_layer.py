@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import reduce
@@ -22,7 +21,6 @@ from lakehouse.checks import CheckOutcome
 from lakehouse.clock import utcnow
 from lakehouse.contracts import GOLD, GOLD_SUBREDDIT_DAILY_PARTS, SILVER, Entity, TableContract
 from lakehouse.errors import named
-from lakehouse.spark import in_this_thread_context
 from lakehouse.transforms import gold as gold_tf
 
 log = logging.getLogger(__name__)
@@ -58,7 +56,7 @@ def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | Non
     entity, key = _entity_gold(table_key)
     gold_table, silver_table = GOLD[table_key].identifier, SILVER[entity].identifier
     base = tables.snapshot_id(spark, gold_table)
-    marks = tables.table_properties(spark, gold_table)
+    marks = tables.step_marks(spark, gold_table).values
     read_mark = marks.get(tables.READ_SNAPSHOT_PREFIX + silver_table)
     # Without the Silver snapshot it last read (a table Gold wrote before it kept one, or one that has since left
     # Silver's history), Gold cannot tell what Silver lost since: one full pass.
@@ -72,6 +70,10 @@ def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | Non
     result = GoldResult(gold_table, full_rebuild=changes.since is None)
     if not changes.pending and removed is None:
         return result
+    result.watermarks = {changes.table: str(changes.until)} if changes.until is not None else {}
+    # The marks travel in the last commit of Gold's rows (rows and marks land together or not at all).
+    after = tables.marks_after(spark, gold_table, result.watermarks,
+                               read_snapshots={changes.table: changes.snapshot_id} if changes.snapshot_id else None)
     build = gold_tf.posts if entity is Entity.POST else gold_tf.comments
     out = build(changes.rows(spark), now or utcnow()).persist()
     # Ids Gold holds that Silver no longer does: taken out since Gold last read Silver, or, on a full pass,
@@ -85,16 +87,15 @@ def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | Non
         result.rows_deleted = gone.count() if gone is not None else 0
         tables.expect_unchanged(spark, gold_table, base)
         if result.rows_written:
-            tables.upsert(spark, gold_table, out, [key], small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
+            tables.upsert(spark, gold_table, out, [key], small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX,
+                          marks=None if result.rows_deleted else after)
         if result.rows_deleted:
-            tables.merge(spark, gold_table, gone, [key], "WHEN MATCHED THEN DELETE")
+            tables.merge(spark, gold_table, gone, [key], "WHEN MATCHED THEN DELETE", marks=after)
     finally:
         for df in (out, gone):
             if df is not None:
                 df.unpersist()
-    result.watermarks = {changes.table: str(changes.until)} if changes.until is not None else {}
-    tables.set_watermarks(spark, gold_table, result.watermarks,
-                          read_snapshots={changes.table: changes.snapshot_id} if changes.snapshot_id else None)
+    tables.ensure_marked(spark, gold_table, after)  # nothing to write: the marks move on their own
     return result
 
 
@@ -181,7 +182,8 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     daily = table_key == "subreddit_daily"
     base = tables.snapshot_id(spark, gold_table)
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
-    marks = tables.table_properties(spark, gold_table)  # watermarks and read snapshots: one metadata load
+    found = tables.step_marks(spark, gold_table)  # watermarks and read snapshots: one metadata load
+    marks = found.values
     post_changes = silver_layer.changes_since(spark, posts_t, marks.get(tables.WATERMARK_PREFIX + posts_t))
     comment_changes = silver_layer.changes_since(spark, comments_t, marks.get(tables.WATERMARK_PREFIX + comments_t))
     changes = (post_changes, comment_changes)
@@ -192,10 +194,11 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
     expired = [c.table for c in changes if (m := marks.get(tables.READ_SNAPSHOT_PREFIX + c.table)) is not None
                and _lineage_after(spark, c.table, m) is None]
     parts_base = tables.snapshot_id(spark, PARTS) if daily else None
-    parts_astray = daily and not _parts_agree(spark, marks.get(PARTS_MARK), gold_table, base, parts_base)
+    parts_named = _parts_named(marks.get(PARTS_MARK), found.carrier)
+    parts_astray = daily and not _parts_agree(spark, parts_named, gold_table, base, parts_base)
     if parts_astray and base is not None:
         log.warning("%s: it or its parts table was written since it was last combined from them (%s, now %s); "
-                    "one full pass rebuilds both", gold_table, marks.get(PARTS_MARK), parts_mark(parts_base, base))
+                    "one full pass rebuilds both", gold_table, parts_named, parts_mark(parts_base, base))
     if not any(c.pending for c in changes) and not removed and not expired and not parts_astray:
         return GoldResult(gold_table, full_rebuild=any(c.since is None for c in changes))
     # Posts keep their post_engagement key (their id); everything else can move.
@@ -231,38 +234,30 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
         out = gold_tf.post_engagement(posts, comments, loaded_at).persist()
     recomputed = None if keys is None else keys.withColumnRenamed("created_date", "activity_date")
     gone = _held_but_absent(spark, gold_table, merge_keys, out, recomputed)
+    result.watermarks = {c.table: str(c.until) for c in changes if c.until is not None}
+    read_snapshots = {c.table: c.snapshot_id for c in changes if c.snapshot_id is not None}
     try:
         result.rows_written = out.count()
         result.rows_deleted = gone.count() if gone is not None else 0
         tables.expect_unchanged(spark, gold_table, base)
-
-        def write_gold() -> None:
-            if result.rows_written:
-                tables.upsert(spark, gold_table, out, merge_keys,
-                              small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX)
-            if result.rows_deleted:
-                tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE")
-
         also = {}
         if daily:
-            # Two tables, two commits, made side by side (each is mostly waiting on planning and the catalog). A run
-            # that dies before the marks leaves either table at a snapshot they do not name: the next run rebuilds.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parts") as pool:
-                parts_done = pool.submit(in_this_thread_context(spark, commit_parts), spark, parts,
-                                         parts_change, parts_base)
-                write_gold()
-                parts_snapshot = parts_done.result()
-            also[PARTS_MARK] = parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_table))
-        else:
-            write_gold()
+            # The parts first: Gold's commit names the parts snapshot its rows were combined from. A run that dies
+            # between the two leaves the parts at a snapshot Gold does not name: the next run rebuilds both.
+            also[PARTS_MARK] = parts_mark(commit_parts(spark, parts, parts_change, parts_base), None)
+        # The marks travel in the last commit of Gold's rows (rows and marks land together or not at all).
+        after = tables.marks_after(spark, gold_table, result.watermarks, read_snapshots, also)
+        if result.rows_written:
+            tables.upsert(spark, gold_table, out, merge_keys,
+                          small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX,
+                          marks=None if result.rows_deleted else after)
+        if result.rows_deleted:
+            tables.merge(spark, gold_table, gone, merge_keys, "WHEN MATCHED THEN DELETE", marks=after)
+        tables.ensure_marked(spark, gold_table, after)  # nothing to write: the marks move on their own
     finally:
         for df in (gone, out, parts, keys):
             if df is not None:
                 df.unpersist()
-    result.watermarks = {c.table: str(c.until) for c in changes if c.until is not None}
-    tables.set_watermarks(spark, gold_table, result.watermarks,
-                          read_snapshots={c.table: c.snapshot_id for c in changes if c.snapshot_id is not None},
-                          also=also)
     return result
 
 
@@ -275,7 +270,13 @@ PARTS_MARK = "lakehouse.parts-snapshot"
 
 
 def parts_mark(parts_snapshot: int | str | None, gold_snapshot: int | None) -> str:
-    return f"{parts_snapshot}@{gold_snapshot}"
+    """`parts@gold`; with no Gold snapshot, `parts@`: the Gold snapshot is the one whose commit carries the mark."""
+    return f"{parts_snapshot}@{'' if gold_snapshot is None else gold_snapshot}"
+
+
+def _parts_named(mark: str | None, carrier: int | None) -> str | None:
+    """The mark with its Gold snapshot filled in (a mark carried in Gold's commit names the parts only)."""
+    return f"{mark}{carrier}" if mark is not None and mark.endswith("@") and carrier is not None else mark
 
 
 def _parts_agree(spark: SparkSession, mark: str | None, gold_table: str, gold_snapshot: int | None,

@@ -67,12 +67,18 @@ class TableMaintenance:
 
 
 def marked_snapshots(spark: SparkSession) -> set[int]:
-    """Every number a `lakehouse.*` table property holds (marks are snapshot ids, or JSON holding them)."""
+    """Every number a mark holds (marks are snapshot ids, or JSON holding them): the check marks kept as `lakehouse.*`
+    table properties, the step marks, and the snapshot that carries each table's step marks (expired, the step
+    would make a full pass)."""
     found: set[int] = set()
     for contract in ALL_TABLES:
-        for key, value in tables.table_properties(spark, contract.identifier).items():
-            if key.startswith("lakehouse."):
-                found.update(int(n) for n in _NUMBER.findall(value if isinstance(value, str) else json.dumps(value)))
+        step = tables.step_marks(spark, contract.identifier)
+        values = [v for k, v in tables.table_properties(spark, contract.identifier).items()
+                  if k.startswith("lakehouse.")] + list(step.values.values())
+        for value in values:
+            found.update(int(n) for n in _NUMBER.findall(value if isinstance(value, str) else json.dumps(value)))
+        if step.carrier is not None:
+            found.add(step.carrier)
     return found
 
 

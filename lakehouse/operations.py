@@ -210,6 +210,7 @@ def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = defaul
         result = silver_layer.SilverResult(entity, from_snapshot=None, to_snapshot=end)
         if end is None:
             return result
+        marks = tables.marks_after(spark, silver_t, {BRONZE[entity].identifier: str(end)})
         now = clock.utcnow()
         typed = silver_tf.typed(silver_layer.bronze_rows(spark, entity, None, end, entries), entity, now,
                                 silver_layer.utf8_suspects(entries)).persist()
@@ -223,12 +224,12 @@ def rebuild_silver(spark: SparkSession, entity: Entity, alive: Liveness = defaul
                 result.inserted = silver.count()
                 result.duplicates_collapsed = result.bronze_rows - result.quarantined - result.inserted
                 tables.replace_all(spark, quarantine_t, silver_tf.quarantine_rows(typed, entity, now), read_at[quarantine_t])
-                tables.replace_all(spark, silver_t, silver, read_at[silver_t])
+                tables.replace_all(spark, silver_t, silver, read_at[silver_t], marks)
+                tables.ensure_marked(spark, silver_t, marks)
             finally:
                 silver.unpersist()
         finally:
             typed.unpersist()
-        tables.set_watermarks(spark, silver_t, {BRONZE[entity].identifier: str(end)})
         for table in (silver_t, quarantine_t):
             _forget_verified(spark, table)
         return result
@@ -258,23 +259,23 @@ def rebuild_gold(spark: SparkSession, table_key: str) -> gold_layer.GoldResult:
         if table_key not in builds:
             raise KeyError(f"no Gold table {table_key!r}; one of {', '.join(builds)}")
         out = builds[table_key]().persist()
+        used = sources if table_key in ("subreddit_daily", "post_engagement") else (
+            [SILVER[Entity.POST].identifier] if table_key == "posts" else [SILVER[Entity.COMMENT].identifier])
         also = {}
         try:
             result = gold_layer.GoldResult(gold_t, rows_written=out.count(), full_rebuild=True)
-            tables.replace_all(spark, gold_t, out, read_at)
-            if parts is not None:
-                parts_snapshot = gold_layer.commit_parts(spark, parts, None, parts_base)
-                also[gold_layer.PARTS_MARK] = gold_layer.parts_mark(parts_snapshot, tables.snapshot_id(spark, gold_t))
+            result.watermarks = {t: str(changes[t].until) for t in used if changes[t].until is not None}
+            if parts is not None:  # first: Gold's commit names the parts snapshot it was combined from
+                also[gold_layer.PARTS_MARK] = gold_layer.parts_mark(
+                    gold_layer.commit_parts(spark, parts, None, parts_base), None)
+            marks = tables.marks_after(spark, gold_t, result.watermarks, also=also,
+                                       read_snapshots={t: changes[t].snapshot_id for t in used if changes[t].snapshot_id})
+            tables.replace_all(spark, gold_t, out, read_at, marks)
+            tables.ensure_marked(spark, gold_t, marks)
         finally:
             for df in (out, parts):
                 if df is not None:
                     df.unpersist()
-        used = sources if table_key in ("subreddit_daily", "post_engagement") else (
-            [SILVER[Entity.POST].identifier] if table_key == "posts" else [SILVER[Entity.COMMENT].identifier])
-        result.watermarks = {t: str(changes[t].until) for t in used if changes[t].until is not None}
-        tables.set_watermarks(spark, gold_t, result.watermarks,
-                              read_snapshots={t: changes[t].snapshot_id for t in used if changes[t].snapshot_id},
-                              also=also)
         _forget_verified(spark, gold_t)
         return result
 

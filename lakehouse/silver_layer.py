@@ -123,6 +123,8 @@ def update_silver(
     if end is None or end == start:
         return result
     bronze = bronze_rows(spark, entity, start, end, entries)
+    # Silver's position in Bronze travels in its MERGE's commit: the rows and the mark land together or not at all.
+    marks = tables.marks_after(spark, silver_table, {bronze_table: str(end)})
     now = now or utcnow()
     typed = silver_tf.typed(bronze, entity, now, utf8_suspects(entries)).persist()
     try:
@@ -158,12 +160,12 @@ def update_silver(
                 small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
                 tables.retrying(silver_table, lambda: tables.upsert(
                     spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
-                    stamp="_updated_at"))
+                    stamp="_updated_at", marks=marks))
         finally:
             compared.unpersist()
     finally:
         typed.unpersist()
-    tables.set_watermarks(spark, silver_table, {bronze_table: str(end)})
+    tables.ensure_marked(spark, silver_table, marks)  # nothing to MERGE: the mark moves on its own
     return result
 
 

@@ -124,13 +124,14 @@ def _from_json(snap: dict) -> Snapshot:
     return Snapshot(snap["snapshot-id"], snap.get("parent-snapshot-id"), operation, summary, snap.get("timestamp-ms", 0))
 
 
-def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
-    """The table's current lineage, oldest first (metadata only, no data read).
-
-    One call for the whole table metadata as JSON: walking snapshot objects over Py4J costs ~40 calls a snapshot,
-    seconds once a table has a few hundred."""
+def _metadata(spark: SparkSession, table: str) -> dict:
+    # One call for the whole table metadata as JSON: walking snapshot objects over Py4J costs ~40 calls a snapshot,
+    # seconds once a table has a few hundred.
     jtable = iceberg_table(spark, table)
-    metadata = json.loads(spark._jvm.org.apache.iceberg.TableMetadataParser.toJson(jtable.operations().current()))
+    return json.loads(spark._jvm.org.apache.iceberg.TableMetadataParser.toJson(jtable.operations().current()))
+
+
+def _lineage(metadata: dict) -> list[Snapshot]:
     by_id = {snap["snapshot-id"]: _from_json(snap) for snap in metadata.get("snapshots", [])}
     lineage, current = [], metadata.get("current-snapshot-id")
     current = None if current in (None, -1) else current
@@ -138,6 +139,11 @@ def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
         lineage.append(by_id[current])
         current = by_id[current].parent_id
     return lineage[::-1]
+
+
+def snapshots(spark: SparkSession, table: str) -> list[Snapshot]:
+    """The table's current lineage, oldest first (metadata only, no data read)."""
+    return _lineage(_metadata(spark, table))
 
 
 def current_snapshot(spark: SparkSession, table: str) -> Snapshot | None:
@@ -160,24 +166,125 @@ def table_properties(spark: SparkSession, table: str) -> dict[str, str]:
     return json.loads(spark._jvm.org.apache.iceberg.util.JsonUtil.mapper().writeValueAsString(props))
 
 
+# --- a step's marks: they travel in the commit of the data they describe -----------------------------------------
+#
+# A step's marks (its watermarks, the source snapshots it read, its own extras) are one JSON object in the summary
+# of the snapshot that wrote the data (MARKS_PROPERTY): data and marks commit together or not at all, there is no
+# second commit for them, and a rollback of the table takes its marks back with its rows. A commit that does not
+# carry marks (a retraction, compaction, a hand edit) leaves the last ones standing.
+
+MARKS_PROPERTY = "lakehouse.marks"
+STEP_MARK_PREFIXES = (WATERMARK_PREFIX, READ_SNAPSHOT_PREFIX, "lakehouse.parts-snapshot")
+
+
+@dataclass(frozen=True)
+class Marks:
+    values: dict[str, str]
+    carrier: int | None = None  # the snapshot whose commit carried them; None: none does (see `step_marks`)
+
+
+def step_marks(spark: SparkSession, table: str) -> Marks:
+    """The marks of the newest snapshot in the table's lineage that carries any (one metadata read).
+
+    When no snapshot carries any (a table its step never wrote, or whose carrying snapshot was expired or rolled
+    back by hand): the marks an older version of the lakehouse kept as table properties, or none, and the step
+    makes one full pass."""
+    metadata = _metadata(spark, table)
+    for snap in reversed(_lineage(metadata)):
+        raw = snap.summary.get(MARKS_PROPERTY)
+        if raw is not None:
+            return Marks(json.loads(raw), snap.snapshot_id)
+    props = metadata.get("properties", {})
+    return Marks({k: v for k, v in props.items() if k.startswith(STEP_MARK_PREFIXES)})
+
+
 def watermark(spark: SparkSession, table: str, source: str) -> str | None:
-    return table_properties(spark, table).get(WATERMARK_PREFIX + source)
+    return step_marks(spark, table).values.get(WATERMARK_PREFIX + source)
+
+
+def marks_after(
+    spark: SparkSession, table: str, marks: dict[str, str], read_snapshots: dict[str, int] | None = None,
+    also: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The table's marks once it has processed its sources up to `marks` (and, if given, read them at the
+    snapshots `read_snapshots`; `also`: further marks of the step): the current ones with these moved."""
+    values = dict(step_marks(spark, table).values)
+    values.update({WATERMARK_PREFIX + k: v for k, v in marks.items()})
+    values.update({READ_SNAPSHOT_PREFIX + k: str(v) for k, v in (read_snapshots or {}).items()})
+    values.update(also or {})
+    return values
+
+
+def _marks_json(values: dict[str, str]) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def ensure_marked(spark: SparkSession, table: str, values: dict[str, str]) -> None:
+    """Make `values` the table's marks: already so when the step's data commit carried them; else (nothing to
+    write, or a run whose write was interrupted) a commit that changes no row carries them."""
+    metadata = _metadata(spark, table)
+    lineage = _lineage(metadata)
+    if not (lineage and lineage[-1].summary.get(MARKS_PROPERTY) == _marks_json(values)):
+        append = iceberg_table(spark, table).newAppend()  # no files: a snapshot that changes no row
+        append.set(MARKS_PROPERTY, _marks_json(values))
+        append.commit()
+    # Marks an older version kept as table properties are carried now: dropped, so that they can never stand in
+    # for the carried ones (were those expired by hand).
+    legacy = [k for k in metadata.get("properties", {}) if k.startswith(STEP_MARK_PREFIXES)]
+    if legacy:
+        spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ({', '.join(repr(k) for k in legacy)})")
 
 
 def set_watermarks(
     spark: SparkSession, table: str, marks: dict[str, str], read_snapshots: dict[str, int] | None = None,
     also: dict[str, str] | None = None,
 ) -> None:
-    """Record how far `table` has processed its sources (and, if given, the source snapshots it read them at, and
-    `also`, further properties that must travel with them).
+    """Move the table's marks with no data to commit beside them (operators' tools and tests)."""
+    ensure_marked(spark, table, marks_after(spark, table, marks, read_snapshots, also))
 
-    This is a separate commit from the data, so every step is written to be idempotent: a crash between the
-    two re-processes the same input and changes nothing.
-    """
-    props = {WATERMARK_PREFIX + k: v for k, v in marks.items()}
-    props.update({READ_SNAPSHOT_PREFIX + k: str(v) for k, v in (read_snapshots or {}).items()})
-    props.update(also or {})
-    set_properties(spark, table, props)
+
+class _Call:
+    """`write` as a java.util.concurrent.Callable, remembering what it raised (py4j wraps it on the way back)."""
+
+    def __init__(self, write: Callable[[], Any]):
+        self.write, self.error = write, None
+
+    def call(self):
+        try:
+            self.write()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return None
+
+    class Java:
+        implements = ["java.util.concurrent.Callable"]
+
+
+def carrying_marks(spark: SparkSession, values: dict[str, str] | None, write: Callable[[], Any]) -> None:
+    """Run `write` so that the Iceberg commits it makes on this thread carry `values` (Iceberg's CommitMetadata:
+    the Spark SQL statements it runs come back into `write` on this same thread, over pyspark's pinned-thread
+    gateway, so no callback server is involved)."""
+    if not values:
+        write()
+        return
+    from py4j.clientserver import ClientServer
+
+    gateway = spark.sparkContext._gateway
+    if not isinstance(gateway, ClientServer):  # PYSPARK_PIN_THREAD=false: calls back through a callback server
+        from pyspark.java_gateway import ensure_callback_server_started
+        ensure_callback_server_started(gateway)
+    jvm = spark._jvm
+    props = jvm.java.util.HashMap()
+    props.put(MARKS_PROPERTY, _marks_json(values))
+    call = _Call(write)
+    try:
+        jvm.org.apache.iceberg.spark.CommitMetadata.withCommitProperties(
+            props, call, jvm.java.lang.Class.forName("java.lang.RuntimeException"))
+    except Exception:
+        if call.error is not None:
+            raise call.error from None  # what `write` raised, as if it ran here (a commit conflict stays one)
+        raise
 
 
 def at_snapshot(spark: SparkSession, table: str, snapshot_id: int) -> DataFrame:
@@ -229,8 +336,9 @@ def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> No
         spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
 
 
-def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str) -> None:
-    """`MERGE INTO table USING source ON keys <clause>` through a temporary view.
+def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str,
+          marks: dict[str, str] | None = None) -> None:
+    """`MERGE INTO table USING source ON keys <clause>` through a temporary view; its commit carries `marks`.
 
     Copy-on-write MERGE validates at commit that no other writer added or removed data since it read the table
     (Iceberg's serializable isolation); losing that race raises `Conflict`, and nothing was committed.
@@ -239,7 +347,7 @@ def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], c
     source.createOrReplaceTempView(view)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     try:
-        spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {clause}")
+        carrying_marks(spark, marks, lambda: spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} {clause}"))
     except Exception as exc:  # py4j wraps Iceberg's exceptions
         if is_conflict(exc):
             raise Conflict(f"{table}: another writer committed first") from exc
@@ -288,9 +396,9 @@ def keys_present(target: DataFrame, source: DataFrame, keys: list[str], small_so
 
 def upsert(
     spark: SparkSession, table: str, source: DataFrame, keys: list[str], small_source: bool = False,
-    update_if: str | None = None, stamp: str | None = None,
+    update_if: str | None = None, stamp: str | None = None, marks: dict[str, str] | None = None,
 ) -> None:
-    """MERGE `source` into `table` by `keys` (source holds one row per key) in one commit.
+    """MERGE `source` into `table` by `keys` (source holds one row per key) in one commit, which carries `marks`.
 
     One MERGE, not an append of new keys beside a MERGE of present ones: a plain append is never validated, so
     two overlapping runs could both append the same new key. `update_if` (SQL over `t.` and `s.`) limits which
@@ -304,13 +412,16 @@ def upsert(
     update = "UPDATE SET " + ", ".join(f"t.`{c}` = {v}" for c, v in values.items())
     insert = f"INSERT ({', '.join(f'`{c}`' for c in values)}) VALUES ({', '.join(values.values())})"
     matched = f"WHEN MATCHED AND ({update_if}) THEN {update}" if update_if else f"WHEN MATCHED THEN {update}"
-    merge(spark, table, source, keys, f"{matched} WHEN NOT MATCHED THEN {insert}")
+    merge(spark, table, source, keys, f"{matched} WHEN NOT MATCHED THEN {insert}", marks)
 
 
-def replace_all(spark: SparkSession, table: str, rows: DataFrame, read_at: int | None) -> None:
+def replace_all(spark: SparkSession, table: str, rows: DataFrame, read_at: int | None,
+                marks: dict[str, str] | None = None) -> None:
     """Replace every row of `table` in one commit (readers see the old table or the new, never half of it),
-    failing with `Conflict` if another writer committed since the snapshot `read_at`."""
+    which carries `marks`, failing with `Conflict` if another writer committed since the snapshot `read_at`."""
     writer = rows.writeTo(table).option("isolation-level", "serializable")
+    if marks:
+        writer = writer.option(f"snapshot-property.{MARKS_PROPERTY}", _marks_json(marks))
     if read_at is not None:
         writer = writer.option("validate-from-snapshot-id", str(read_at))
     try:

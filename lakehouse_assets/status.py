@@ -46,6 +46,16 @@ def _lineage(table) -> list:
     return out[::-1]
 
 
+def _step_marks(table) -> dict[str, str]:
+    """A table's step marks, read with pyiceberg the way `tables.step_marks` reads them through Spark."""
+    for snap in reversed(_lineage(table)):
+        raw = snap.summary.get(tables.MARKS_PROPERTY) if snap.summary else None
+        if raw is not None:
+            return json.loads(raw)
+    return {k: v for k, v in (table.properties if table is not None else {}).items()
+            if k.startswith(tables.STEP_MARK_PREFIXES)}
+
+
 def _when(ts: Any) -> str:
     if ts is None:
         return "-"
@@ -105,7 +115,7 @@ def collect(catalog: Catalog, instance: dg.DagsterInstance | None, definitions=N
             and s.summary["lakehouse.batch-id"] not in known
         ]
         silver = _load(catalog, SILVER[entity].identifier)
-        mark = silver.properties.get(tables.WATERMARK_PREFIX + BRONZE[entity].identifier) if silver else None
+        mark = _step_marks(silver).get(tables.WATERMARK_PREFIX + BRONZE[entity].identifier)
         bronze_lineage = [s.snapshot_id for s in _lineage(bronze)]
         behind = (bronze_lineage[bronze_lineage.index(int(mark)) + 1:] if mark and int(mark) in bronze_lineage
                   else bronze_lineage)

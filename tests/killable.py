@@ -2,8 +2,9 @@
 
     python -m tests.killable <point> <marker-file> dagster asset materialize ...
 
-Points: `bronze` (Bronze's append committed, the ingestion log not written), `silver` (Silver's MERGE committed,
-its watermark not moved), `gold` (a Gold table's rows committed, its watermark not moved). At the point the
+Points: `bronze` (Bronze's append committed, the ingestion log not written), `silver` (Silver's MERGE committed
+with its watermark, the step not ended), `gold` (a Gold table's rows committed with its watermarks, the step not
+ended; subreddit_daily's parts are committed before). At the point the
 process creates the marker file and sleeps; the test kills it with SIGKILL, as the kernel's OOM killer would.
 """
 
@@ -32,14 +33,14 @@ def main() -> int:
 
         bronze_layer.write_log = write_log
     else:
-        real_marks = tables.set_watermarks
+        real_marked = tables.ensure_marked
 
-        def set_watermarks(spark, table, *args, **kwargs):
+        def ensure_marked(spark, table, *args, **kwargs):
+            real_marked(spark, table, *args, **kwargs)
             if table.startswith(f"{point}."):
                 stop_here()
-            return real_marks(spark, table, *args, **kwargs)
 
-        tables.set_watermarks = set_watermarks
+        tables.ensure_marked = ensure_marked
     assert command[0] == "dagster", command
     from dagster._cli import main as dagster
 

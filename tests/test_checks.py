@@ -75,7 +75,7 @@ def restore(spark, loaded):
     """Roll every table back to where the test found it."""
     from lakehouse.contracts import ALL_TABLES
 
-    def marks(table: str) -> dict[str, str]:  # watermarks and check marks are table properties, not snapshots
+    def marks(table: str) -> dict[str, str]:  # check marks are table properties (the rollback restores the rest)
         return {k: v for k, v in tables.table_properties(spark, table).items() if k.startswith("lakehouse.")}
 
     saved = {c.identifier: getattr(tables.current_snapshot(spark, c.identifier), "snapshot_id", None)
@@ -340,8 +340,8 @@ def test_a_posts_only_batch_takes_the_comments_sums_from_the_parts_table(spark, 
     spark.sql("UPDATE gold.subreddit_daily_parts SET items = items + 1000 WHERE source = 'comment'")
     # As a bug in the parts' upkeep would leave it: Gold's mark names the drifted parts (any other write to them
     # is not trusted, as the next test shows).
-    tables.set_properties(spark, "gold.subreddit_daily", {gold_layer.PARTS_MARK: gold_layer.parts_mark(
-        tables.snapshot_id(spark, gold_layer.PARTS), tables.snapshot_id(spark, "gold.subreddit_daily"))})
+    tables.set_watermarks(spark, "gold.subreddit_daily", {}, also={gold_layer.PARTS_MARK: gold_layer.parts_mark(
+        tables.snapshot_id(spark, gold_layer.PARTS), None)})
 
     results = _posts_batch(spark, loaded, tmp_path / "posts", 30_000)
     assert not results["subreddit_daily"].full_rebuild

@@ -89,6 +89,13 @@ def test_runs_share_the_engine_survive_a_crashed_run_and_fall_back_without_it(ho
     land(1)
     assert f"a session on the warm engine (pid {engine['pid']}" in materialize(env)
     assert_gold_matches(settings, exp.expected_gold(posts, comments))
+    # ... and its MERGEs carried their marks in their own commits there too (Iceberg calls back into the run).
+    from lakehouse import tables
+    from lakehouse.catalog import catalog_for
+    for name in ("silver.posts", "silver.comments", "gold.post_engagement"):
+        summary = catalog_for(settings).load_table(name).current_snapshot().summary
+        assert summary.get(tables.MARKS_PROPERTY) is not None, name
+        assert int(summary.get("added-records", "0")) > 0, name  # the rows' commit, not one for the marks alone
 
     # A run killed while attached (mid-Silver): the engine cancels what it left running and goes on serving.
     land(2)

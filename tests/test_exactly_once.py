@@ -249,3 +249,81 @@ def test_the_ingestion_log_is_read_once_per_snapshot_and_again_after_every_write
     assert jobs > 0
     assert sorted((e.source_uri, e.status) for e in after) == [("s3://in/a.csv", "retracted"),
                                                                 ("s3://in/b.csv", "loaded")]
+
+
+def test_a_steps_marks_travel_in_its_data_commit_and_roll_back_with_it(spark, lakehouse):
+    """Silver's position in Bronze and Gold's in Silver are committed with the rows they describe: one commit per
+    table per run, no window between rows and mark, and a table rolled back takes its mark back with its rows."""
+    import json
+
+    from lakehouse import gold_layer
+
+    zone = lakehouse
+
+    def commits(table: str) -> int:  # every metadata version, property-only commits included
+        return spark.sql(f"SELECT count(*) FROM {table}.metadata_log_entries").first()[0]
+
+    def carried(table: str) -> dict:
+        return json.loads(tables.current_snapshot(spark, table).summary[tables.MARKS_PROPERTY])
+
+    def run() -> dict[str, int]:
+        bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+        before = {t: commits(t) for t in ("silver.posts", "gold.posts")}
+        silver_layer.update_silver(spark, Entity.POST)
+        gold_layer.update_gold_entity(spark, "posts")
+        return {t: commits(t) - n for t, n in before.items()}
+
+    land(zone, "v1.csv", posts("x1", "x2", score=1))
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    silver_layer.update_silver(spark, Entity.POST)
+    gold_layer.update_gold_entity(spark, "posts")
+    first = tables.snapshot_id(spark, "silver.posts")
+
+    land(zone, "v2.csv", posts("x1", "x3", score=2))
+    assert run() == {"silver.posts": 1, "gold.posts": 1}  # the MERGE carried the marks: no second commit
+    bronze_now = tables.snapshot_id(spark, "bronze.posts")
+    assert carried("silver.posts") == {tables.WATERMARK_PREFIX + "bronze.posts": str(bronze_now)}
+    assert int(tables.current_snapshot(spark, "silver.posts").summary["added-records"]) > 0  # the MERGE's own
+    assert tables.watermark(spark, "silver.posts", "bronze.posts") == str(bronze_now)
+    gold_marks = carried("gold.posts")
+    assert gold_marks[tables.READ_SNAPSHOT_PREFIX + "silver.posts"] == str(tables.snapshot_id(spark, "silver.posts"))
+    assert not [k for k in tables.table_properties(spark, "silver.posts") if k.startswith("lakehouse.watermark")]
+
+    # Nothing new for Silver in a file (the same rows again): no rows to MERGE, the mark still moves, in one commit.
+    land(zone, "v2-again.csv", posts("x3", score=2))
+    assert run()["silver.posts"] == 1
+    assert tables.watermark(spark, "silver.posts", "bronze.posts") == str(tables.snapshot_id(spark, "bronze.posts"))
+
+    # An operator rolls Silver back to before v2: its position in Bronze goes back with its rows, so the next run
+    # reads v2 again and Silver ends where it was, every id once.
+    spark.sql(f"CALL lakehouse.system.rollback_to_snapshot('silver.posts', {first})")
+    assert {r.id: r.score for r in spark.table("silver.posts").collect()} == {"x1": 1, "x2": 1}
+    silver_layer.update_silver(spark, Entity.POST)
+    assert sorted((r.id, r.score) for r in spark.table("silver.posts").collect()) == [("x1", 2), ("x2", 1), ("x3", 2)]
+
+
+def test_marks_an_older_lakehouse_kept_as_table_properties_move_into_the_next_commit(spark, lakehouse):
+    """An older lakehouse kept its marks as table properties: they hold until the first commit that carries marks,
+    which takes them along and drops the properties; with no carrying snapshot left, there are no marks (a full
+    pass), never stale ones."""
+    spark.sql("CREATE NAMESPACE IF NOT EXISTS silver")
+    spark.sql("CREATE TABLE silver.legacy_marks (id BIGINT) USING iceberg")
+    spark.sql("INSERT INTO silver.legacy_marks VALUES (1)")
+    unmarked = tables.snapshot_id(spark, "silver.legacy_marks")
+    tables.set_properties(spark, "silver.legacy_marks", {tables.WATERMARK_PREFIX + "bronze.posts": "5"})
+    assert tables.step_marks(spark, "silver.legacy_marks") == tables.Marks(
+        {tables.WATERMARK_PREFIX + "bronze.posts": "5"}, None)
+
+    tables.set_watermarks(spark, "silver.legacy_marks", {"bronze.comments": "7"})
+    marks = tables.step_marks(spark, "silver.legacy_marks")
+    assert marks.values == {tables.WATERMARK_PREFIX + "bronze.posts": "5", tables.WATERMARK_PREFIX + "bronze.comments": "7"}
+    assert marks.carrier == tables.snapshot_id(spark, "silver.legacy_marks") != unmarked
+    assert not [k for k in tables.table_properties(spark, "silver.legacy_marks") if k.startswith("lakehouse.")]
+    tables.set_watermarks(spark, "silver.legacy_marks", {"bronze.comments": "7"})  # the same marks: no commit
+    assert tables.snapshot_id(spark, "silver.legacy_marks") == marks.carrier
+
+    # A commit that carries no marks (a hand edit) leaves them standing; rolled back past them, none are left.
+    spark.sql("INSERT INTO silver.legacy_marks VALUES (2)")
+    assert tables.step_marks(spark, "silver.legacy_marks") == marks
+    spark.sql(f"CALL lakehouse.system.rollback_to_snapshot('silver.legacy_marks', {unmarked})")
+    assert tables.step_marks(spark, "silver.legacy_marks") == tables.Marks({}, None)
