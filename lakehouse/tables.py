@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -51,26 +52,39 @@ def is_conflict(exc: Exception) -> bool:
                                          "Found conflicting files", "Cannot commit"))
 
 
-_ensured: set[tuple[int, str]] = set()
+# Tables are ensured once per driver JVM, not once per session: every run on the warm engine is a session (and a
+# process) of its own, and ensuring every table is ~30 catalog operations. What a JVM has ensured is a system
+# property of that JVM, one key per table naming the catalog and the table's DDL: another lakehouse home or a
+# changed contract is ensured again.
+_ENSURED_PROPERTY = "lakehouse.tables-ensured"
 
 
-def forget_ensured() -> None:
-    """Forget which tables exist (after tables were dropped behind this process's back, as tests do)."""
-    _ensured.clear()
+def _ensured_key(spark: SparkSession, contract: TableContract) -> str:
+    catalog = f"spark.sql.catalog.{CATALOG_NAME}"
+    basis = "|".join([spark.conf.get(f"{catalog}.uri", ""), spark.conf.get(f"{catalog}.warehouse", ""),
+                      contract.create_ddl(TABLE_PROPERTIES)])
+    return hashlib.sha1(basis.encode()).hexdigest()[:16]
+
+
+def forget_ensured(spark: SparkSession) -> None:
+    """Forget which tables exist (after tables were dropped behind the driver's back, as tests do)."""
+    spark._jvm.java.lang.System.clearProperty(_ENSURED_PROPERTY)
 
 
 def ensure_tables(spark: SparkSession, contracts: tuple[TableContract, ...] = ALL_TABLES) -> None:
-    """Create namespaces and tables that do not exist yet; once per Spark session (every step calls it)."""
-    session = id(spark._jsparkSession)
-    todo = [c for c in contracts if (session, c.identifier) not in _ensured]
+    """Create namespaces and tables that do not exist yet; once per driver JVM (every step calls it)."""
+    system = spark._jvm.java.lang.System
+    ensured = set(filter(None, (system.getProperty(_ENSURED_PROPERTY) or "").split(",")))
+    todo = [(c, key) for c in contracts if (key := _ensured_key(spark, c)) not in ensured]
     if not todo:
         return
     for ns in NAMESPACES:
         spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
-    for contract in todo:
+    for contract, key in todo:
         spark.sql(contract.create_ddl(TABLE_PROPERTIES))
         _evolve(spark, contract)
-        _ensured.add((session, contract.identifier))
+        ensured.add(key)
+    system.setProperty(_ENSURED_PROPERTY, ",".join(sorted(ensured)))
 
 
 def _evolve(spark: SparkSession, contract: TableContract) -> None:

@@ -89,7 +89,7 @@ def empty_lakehouse(spark, settings):
         if spark.sql(f"SHOW NAMESPACES LIKE '{ns}'").count():
             for row in spark.sql(f"SHOW TABLES IN {ns}").collect():
                 spark.sql(f"DROP TABLE {ns}.{row.tableName} PURGE")
-    tables.forget_ensured()
+    tables.forget_ensured(spark)
     shutil.rmtree(settings.landing_root, ignore_errors=True)
     zone = LocalLandingZone(settings.landing_root)
     zone.ensure_layout()

@@ -238,3 +238,16 @@ def test_tables_from_an_older_contract_evolve_in_place(spark, lakehouse):
     assert {f.name: f for f in spark.table("silver.comments").schema.fields}["sentiment"].nullable
     assert spark.table("gold.post_engagement").columns == engagement.names  # added where the contract has it
     assert tables.current_snapshot(spark, "gold.post_engagement") is None  # schema only: nothing rewritten
+
+
+def test_tables_are_ensured_once_per_driver_not_once_per_session(spark, lakehouse):
+    """Every run on the warm engine is a new session on one driver: the tables it ensured stay ensured."""
+    from lakehouse import tables
+
+    tables.ensure_tables(spark)
+    spark.sql("DROP TABLE gold.posts")  # behind the lakehouse's back
+    tables.ensure_tables(spark.newSession())  # another run's session on the same driver: nothing asked again
+    assert not spark.catalog.tableExists("gold.posts")
+    tables.forget_ensured(spark)
+    tables.ensure_tables(spark.newSession())
+    assert spark.catalog.tableExists("gold.posts")
