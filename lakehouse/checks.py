@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -64,7 +66,36 @@ def record_verified(spark: SparkSession, table: str, check: str, outcomes: list[
     for outcome in outcomes:
         outcome.mark, outcome.through = (table, check), (None if through is None else str(through))
     if all(o.passed for o in outcomes) and through is not None:
+        with _deferring:
+            pending = _deferred.get(id(spark._jsparkSession))
+            if pending is not None:
+                pending.setdefault(table, {})[VERIFIED_PREFIX + check] = str(through)
+                return
         tables.set_properties(spark, table, {VERIFIED_PREFIX + check: str(through)})
+
+
+# A step's checks move their marks in one commit per table once they have all been evaluated (`marks_together`),
+# not one commit each. Keyed by session: a step's check threads share its session.
+_deferred: dict[int, dict[str, dict[str, str]]] = {}
+_deferring = threading.Lock()
+
+
+@contextmanager
+def marks_together(spark: SparkSession) -> Iterator[None]:
+    """Within this block, the checks' marks on a table are written together at its end, one commit per table. A
+    block that raises writes none: the ranges are verified again next time (never skipped)."""
+    key = id(spark._jsparkSession)
+    with _deferring:
+        _deferred[key] = {}
+    try:
+        yield
+        with _deferring:
+            pending = _deferred.pop(key)
+        for table, props in pending.items():
+            tables.set_properties(spark, table, props)
+    finally:
+        with _deferring:
+            _deferred.pop(key, None)
 
 
 # An operator's acceptance of a failing check, kept on the table the check looks at.

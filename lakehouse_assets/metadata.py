@@ -13,7 +13,7 @@ from lakehouse.contracts import TableContract
 from lakehouse.errors import UserError
 from lakehouse.markdown import markdown_table
 from lakehouse import checks
-from lakehouse.checks import CheckOutcome
+from lakehouse.checks import CheckOutcome, marks_together
 from lakehouse.settings import CATALOG_NAME
 from lakehouse.spark import in_this_thread_context
 from lakehouse.writers import Liveness
@@ -181,10 +181,11 @@ def evaluate_checks(
     chosen = [c for c in checks if c.key in context.selected_asset_check_keys]
     alive, full = liveness(context.instance), full_scope(context)
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
-        running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
-                   for e in dict.fromkeys(c.evaluate for c in chosen)}
-        for check in chosen:
-            outcome = check.of(running[check.evaluate].result())  # a check that raised fails the step, as before
+        with marks_together(spark):  # one commit per table for all the checks' marks
+            running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
+                       for e in dict.fromkeys(c.evaluate for c in chosen)}
+            outcomes = [(check, check.of(running[check.evaluate].result())) for check in chosen]
+        for check, outcome in outcomes:  # a check that raised fails the step, as before
             yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
                                spark=spark)
 

@@ -327,3 +327,37 @@ def test_marks_an_older_lakehouse_kept_as_table_properties_move_into_the_next_co
     assert tables.step_marks(spark, "silver.legacy_marks") == marks
     spark.sql(f"CALL lakehouse.system.rollback_to_snapshot('silver.legacy_marks', {unmarked})")
     assert tables.step_marks(spark, "silver.legacy_marks") == tables.Marks({}, None)
+
+
+def test_a_steps_checks_move_their_marks_on_a_table_in_one_commit(spark, lakehouse):
+    """The checks a step evaluates move their marks together once all are evaluated (one commit per table, not one
+    per check); a block that fails moves none, so the range is verified again next time."""
+    from lakehouse import checks
+    from lakehouse.checks import CheckOutcome
+
+    spark.sql("CREATE NAMESPACE IF NOT EXISTS silver")
+    spark.sql("CREATE TABLE silver.checked (id BIGINT) USING iceberg")
+
+    def commits() -> int:
+        return spark.sql("SELECT count(*) FROM silver.checked.metadata_log_entries").first()[0]
+
+    def verified() -> dict:
+        return {k: v for k, v in tables.table_properties(spark, "silver.checked").items()
+                if k.startswith(checks.VERIFIED_PREFIX)}
+
+    before = commits()
+    with checks.marks_together(spark):
+        checks.record_verified(spark, "silver.checked", "a", [CheckOutcome(True, "ok")], 10)
+        checks.record_verified(spark, "silver.checked", "b", [CheckOutcome(True, "ok")], 20)
+        checks.record_verified(spark, "silver.checked", "c", [CheckOutcome(False, "no")], 30)  # failed: stays
+        assert verified() == {}
+    assert commits() == before + 1
+    assert verified() == {checks.VERIFIED_PREFIX + "a": "10", checks.VERIFIED_PREFIX + "b": "20"}
+
+    with pytest.raises(RuntimeError):
+        with checks.marks_together(spark):
+            checks.record_verified(spark, "silver.checked", "a", [CheckOutcome(True, "ok")], 11)
+            raise RuntimeError("a check raised")
+    assert verified()[checks.VERIFIED_PREFIX + "a"] == "10" and commits() == before + 1
+    checks.record_verified(spark, "silver.checked", "a", [CheckOutcome(True, "ok")], 12)  # outside a step: at once
+    assert verified()[checks.VERIFIED_PREFIX + "a"] == "12"
