@@ -7,7 +7,10 @@ For each size it generates SocialGrep-format data once (posts : comments = 1 : 2
 one after the other on the same files:
 - lakehouse: `dagster asset materialize --select '*'` (Bronze, Silver, Gold, the 27 checks, MERGE) in a fresh
   data root, as a user runs it;
-- spark: `bench/baseline_spark.py` (the same transforms in one plain PySpark session, same Iceberg tables);
+- handwritten: `bench/baseline_handwritten.py` (the job as a user would write it by hand in one PySpark script,
+  sharing no code with the project: the baseline that keeps us honest, issue 14);
+- spark: `bench/baseline_spark.py` (the project's own transforms in one plain PySpark session, same Iceberg
+  tables: what the orchestration, the checks and the exactly-once machinery add around them);
 - duckdb: `bench/baseline_duckdb.py` (the same transformations in DuckDB SQL, Parquet files).
 Each is timed with the peak memory of its whole process tree (`bench/measure.py`). Then, on the largest
 lakehouse, one new 10,000-row posts file is landed and the graph materialised again (incremental cost; again into
@@ -35,11 +38,13 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 from measure import measure  # noqa: E402
-from throughput import ASSET_STEPS, step_seconds  # noqa: E402
+from throughput import step_seconds  # noqa: E402
 
 from lakehouse.generator import generate  # noqa: E402
 
 PY = sys.executable
+ENGINES = ("lakehouse", "lakehouse_no_checks", "handwritten", "spark", "duckdb")
+LAYERS = ("bronze", "silver", "gold")
 BIN = Path(PY).parent
 
 
@@ -56,13 +61,14 @@ def _env(home: Path) -> dict:
     return {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
 
 
-def run_lakehouse(home: Path, select: str = "*", log_name: str = "materialize.log") -> dict:
+def run_lakehouse(home: Path, select: str = "*", log_name: str = "materialize.log", checks: bool = True) -> dict:
     env = _env(home)
     subprocess.run([str(BIN / "lakehouse"), "init"], env=env, check=True, capture_output=True)
     log_path = home / log_name
+    command = ([str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions", "--select", select]
+               if checks else [PY, str(BENCH / "materialize_without_checks.py")])
     with log_path.open("w") as log:
-        result = measure([str(BIN / "dagster"), "asset", "materialize", "-m", "lakehouse_assets.definitions",
-                          "--select", select], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        result = measure(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if result["exit"]:
         raise SystemExit(f"lakehouse run failed; see {log_path}")
     result["steps"] = step_seconds(log_path.read_text())
@@ -87,10 +93,17 @@ def one_size(rows: int, root: Path) -> dict:
     home = root / f"lakehouse-{rows}"
     shutil.copytree(data, home / "landing")
     out = {"raw_rows": raw, "lakehouse": run_lakehouse(home)}
+    bare = root / f"lakehouse-no-checks-{rows}"
+    shutil.copytree(data, bare / "landing")
+    out["lakehouse_no_checks"] = run_lakehouse(bare, checks=False)
+    shutil.rmtree(bare, ignore_errors=True)
+    out["handwritten"] = run_script("baseline_handwritten.py", "--landing", str(data), "--home",
+                                    str(root / f"handwritten-{rows}"))
     out["spark"] = run_script("baseline_spark.py", "--landing", str(data), "--home", str(root / f"spark-{rows}"))
     out["duckdb"] = run_script("baseline_duckdb.py", "--landing", str(data), "--out", str(root / f"duckdb-{rows}"))
-    for name in ("lakehouse", "spark", "duckdb"):
+    for name in ENGINES:
         out[name]["rows_per_second"] = round(raw / out[name]["seconds"])
+    shutil.rmtree(root / f"handwritten-{rows}", ignore_errors=True)
     shutil.rmtree(root / f"spark-{rows}", ignore_errors=True)
     shutil.rmtree(root / f"duckdb-{rows}", ignore_errors=True)
     shutil.rmtree(data, ignore_errors=True)
@@ -123,7 +136,8 @@ def plot(sizes: list[dict], path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     x = [s["raw_rows"] for s in sizes]
-    for name, style in (("lakehouse", "o-"), ("spark", "s--"), ("duckdb", "^:")):
+    for name, style in (("lakehouse", "o-"), ("lakehouse_no_checks", "o:"), ("handwritten", "D-."), ("spark", "s--"),
+                        ("duckdb", "^:")):
         ax1.plot(x, [s[name]["seconds"] for s in sizes], style, label=name)
         ax2.plot(x, [s[name]["peak_rss_mb"] / 1024 for s in sizes], style, label=name)
     for ax, title, unit in ((ax1, "Wall time", "seconds"), (ax2, "Peak memory (process tree)", "GiB")):
@@ -142,28 +156,34 @@ def report(result: dict, png: Path) -> str:
     lines = [f"# Benchmark {result['date']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['java']}; Python {m['python']}.",
              "Command: `python bench/compare.py " + " ".join(result["argv"]) + "`", "",
-             "| raw rows | engine | seconds | rows/s | peak memory | lakehouse / engine |",
+             "`lakehouse_no_checks` is the same graph with the asset checks left out "
+             "(`bench/materialize_without_checks.py`); `handwritten` the job written by hand in plain PySpark, "
+             "sharing no code with us (`bench/baseline_handwritten.py`); `spark` our own transforms in one plain "
+             "session (`bench/baseline_spark.py`).", "",
+             "| raw rows | engine | seconds | rows/s | peak memory | engine / handwritten |",
              "|---:|---|---:|---:|---:|---:|"]
     for s in result["sizes"]:
-        for name in ("lakehouse", "spark", "duckdb"):
+        for name in ENGINES:
             r = s[name]
-            ratio = s["lakehouse"]["seconds"] / r["seconds"]
+            ratio = r["seconds"] / s["handwritten"]["seconds"]
             lines.append(f"| {s['raw_rows']:,} | {name} | {r['seconds']:.1f} | {r['rows_per_second']:,} | "
                          f"{r['peak_rss_mb'] / 1024:.2f} GiB | {ratio:.2f}x |")
+    lines += ["", "Per layer (seconds; the lakehouse's Dagster step durations, checks inside their step, against the "
+                  "hand-written script's own step timings; the rest of each wall time is process and Spark start-up):",
+              "", "| raw rows | engine | " + " | ".join(LAYERS) + " | wall |", "|---:|---|" + "---:|" * (len(LAYERS) + 1)]
+    for s in result["sizes"]:
+        for name in ("lakehouse", "lakehouse_no_checks", "handwritten"):
+            steps = s[name].get("steps") or s[name].get("report", {}).get("steps", {})
+            per = [sum(v for k, v in steps.items() if k.startswith(layer)) for layer in LAYERS]
+            lines.append(f"| {s['raw_rows']:,} | {name} | " + " | ".join(f"{v:.1f}" for v in per)
+                         + f" | {s[name]['seconds']:.1f} |")
     first, last = result["sizes"][0], result["sizes"][-1]
     growth = last["raw_rows"] / first["raw_rows"]
     lines += ["", f"Growth from {first['raw_rows']:,} to {last['raw_rows']:,} rows ({growth:.0f}x data):", ""]
-    for name in ("lakehouse", "spark", "duckdb"):
+    for name in ENGINES:
         t = last[name]["seconds"] / first[name]["seconds"]
         mem = last[name]["peak_rss_mb"] / first[name]["peak_rss_mb"]
         lines.append(f"- {name}: wall time x{t:.1f}, peak memory x{mem:.1f}")
-    lines += ["", "Where the lakehouse's time goes (sum of Dagster step durations; the rest is process and Spark start-up):", ""]
-    for size in result["sizes"]:
-        steps = size["lakehouse"].get("steps", {})
-        checks = sum(v for k, v in steps.items() if k not in ASSET_STEPS)
-        lines.append(f"- {size['raw_rows']:,} rows: asset steps {sum(steps.values()) - checks:.1f} s, "
-                     f"{len(steps) - len(ASSET_STEPS & set(steps))} check steps {checks:.1f} s, "
-                     f"of {size['lakehouse']['seconds']:.1f} s")
     if "incremental" in result:
         inc = result["incremental"]
         lines += ["", f"Incremental: one new 10,000-row posts file into the loaded {last['raw_rows']:,}-row lakehouse: "

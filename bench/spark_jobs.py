@@ -3,6 +3,7 @@ tests and bench/small_runs.py run it) attributed to the innermost lakehouse func
 time and the Spark jobs it started (each call site is its own job group).
 
     python bench/spark_jobs.py [--runs 3] [--top 40]
+    python bench/spark_jobs.py --landing DIR      # one full load of DIR's files instead (issue 14's profile)
 
 Runs --runs whole-graph runs on one session in a fresh lakehouse and reports the last one (the first ones warm
 the JIT). Prints the call sites by wall seconds and the run's Iceberg commits per table; --json writes them.
@@ -29,6 +30,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--json")
+    parser.add_argument("--landing", help="profile one whole-graph run over this landing zone's files instead "
+                                          "(input/post/*.csv, input/comment/*.csv; a full load, issue 14)")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="lakehouse-jobs-")
     os.environ.update(LAKEHOUSE_HOME=home, LAKEHOUSE_ENV="local", LAKEHOUSE_ENGINE="off",
@@ -94,14 +97,22 @@ def main() -> int:
         return {c.identifier: int(Path(tables.iceberg_table(spark, c.identifier).operations().current()
                                        .metadataFileLocation()).name.split("-")[0]) for c in ALL_TABLES}
 
+    if args.landing:
+        args.runs = 1
+        tables.ensure_tables(spark)  # the profiled run is the first: its tables' versions are read before it
     job = defs.resolve_implicit_global_asset_job_def()
     walls, commits = [], {}
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for seed in range(1, args.runs + 1):
-            files = generate(Path(home) / f"g{seed}", posts=40, comments=120, files=1, seed=seed, days=3,
+            files = None if args.landing else generate(Path(home) / f"g{seed}", posts=40, comments=120, files=1, seed=seed, days=3,
                              subreddits=2, repeat_share=0, id_offset=seed * 1000)
-            zone.land(files.posts[0], Entity.POST)
-            zone.land(files.comments[0], Entity.COMMENT)
+            if args.landing:
+                for entity in Entity:
+                    for path in sorted((Path(args.landing) / "input" / entity.value).glob("*.csv")):
+                        zone.land(path, entity)
+            else:
+                zone.land(files.posts[0], Entity.POST)
+                zone.land(files.comments[0], Entity.COMMENT)
             last = seed == args.runs
             before = versions() if last else {}
             if last:
