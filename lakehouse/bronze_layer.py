@@ -8,6 +8,7 @@ same as if it had run once. Each check returns a `CheckOutcome` (lakehouse/check
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -227,6 +228,25 @@ def _spark_file_paths(spark: SparkSession, files: list[LandedFile]) -> DataFrame
     return spark.createDataFrame(rows, "_file_path string, uri string, etag string")
 
 
+# Spark packs small files into one read task while the bytes of the task stay under its split size, each file
+# counting its size plus this "open cost". An open cost above any split size closes the task after every file.
+_OWN_PARTITION_OPEN_COST = str(1 << 50)
+
+
+@contextlib.contextmanager
+def files_own_partitions(spark: SparkSession):
+    """While inside, every file a read plans gets a read task (partition) of its own: its rows are numbered by
+    their position in the task (bronze_tf.to_bronze). The setting is the session's, which the plan reads when
+    the write runs; `bronze_metadata` checks every file is numbered 1..n."""
+    key = "spark.sql.files.openCostInBytes"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, _OWN_PARTITION_OPEN_COST)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key) if before is None else spark.conf.set(key, before)
+
+
 def _loaded_note(entity: Entity, rows: int, check: bronze_tf.HeaderCheck, scan: bronze_tf.FileScan) -> str:
     """What a data engineer should know about a file that loaded."""
     notes = []
@@ -303,11 +323,12 @@ def ingest_bronze(
             part = bronze_tf.read_csv(spark, [f.read_location for f in group], entity, header)
             raw = part if raw is None else raw.unionByName(part)
         files = _spark_file_paths(spark, [f for f, _, _ in accepted])
-        batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity)
-        (batch.writeTo(table)
-         .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
-         .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
-         .append())
+        batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity, files_own_partitions=True)
+        with files_own_partitions(spark):
+            (batch.writeTo(table)
+             .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
+             .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
+             .append())
         # Count what was committed, not what was meant to be.
         counts: dict[str, tuple[int, int]] = {}
         for r in committed_files(spark, table, result.batch_id):

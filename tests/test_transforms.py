@@ -154,6 +154,36 @@ def test_read_csv_keeps_quirks_and_numbers_rows(spark, tmp_path):
     assert list(out[0].asDict()) == BRONZE[Entity.COMMENT].names
 
 
+def test_rows_are_numbered_per_file_by_their_place_in_a_read_task_of_their_own(spark, tmp_path):
+    from lakehouse.bronze_layer import files_own_partitions
+
+    # Small files: Spark would pack all three into one read task, numbering the second file's rows from 4 on.
+    paths, expected = [], {}
+    for f, n in (("a", 3), ("b", 5), ("c", 1)):
+        lines = [f"comment,{f}{i},2s5ti,meirl,false,1648771186,https://x/comments/p1/t/{f}{i}/,"
+                 f'"text\nof {f}{i}",0.5,{i}' for i in range(1, n + 1)]
+        path = tmp_path / f"{f}.csv"
+        path.write_bytes(("\r\n".join([COMMENT_HEADER, *lines]) + "\r\n").encode())
+        paths.append(path)
+        expected.update({f"{f}{i}": (path.as_uri(), i) for i in range(1, n + 1)})
+    files = spark.createDataFrame(
+        [(bronze_tf.LOCAL_FILE_PREFIX.sub("file:///", p.as_uri()), p.as_uri(), "etag") for p in paths],
+        "_file_path string, uri string, etag string",
+    )
+    raw = bronze_tf.read_csv(spark, [str(p) for p in paths], Entity.COMMENT)
+    own_setting = spark.conf.get("spark.sql.files.openCostInBytes")
+    numbered = bronze_tf.to_bronze(raw, files, "batch", T0, Entity.COMMENT, files_own_partitions=True)
+    with files_own_partitions(spark):
+        assert numbered.rdd.getNumPartitions() == 3
+        got = {r.id: (r._source_uri, r._source_row) for r in numbered.collect()}
+    assert got == expected
+    assert spark.conf.get("spark.sql.files.openCostInBytes") == own_setting  # the session's own setting is back
+    # Outside it the files share a task, so only the window's numbering is right there.
+    assert raw.rdd.getNumPartitions() < 3
+    windowed = bronze_tf.to_bronze(raw, files, "batch", T0, Entity.COMMENT)
+    assert {r.id: (r._source_uri, r._source_row) for r in windowed.collect()} == expected
+
+
 def test_read_csv_matches_columns_by_name_and_keeps_drift(spark, tmp_path):
     header = ["gilded"] + list(reversed(COMMENT_HEADER.split(",")))
     values = ["2", "3", "0.5", "Yes", "https://x/comments/p1/t/c1/", "1648771186", "false", "meirl", "2s5ti", "c1",

@@ -284,13 +284,23 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple
     )
 
 
-def to_bronze(raw: DataFrame, files: DataFrame, batch_id: str, ingested_at: datetime, entity: Entity) -> DataFrame:
+# monotonically_increasing_id() is the partition's index shifted left by 33 bits plus the row's position in it.
+_POSITION_IN_PARTITION = (1 << 33) - 1
+
+
+def to_bronze(raw: DataFrame, files: DataFrame, batch_id: str, ingested_at: datetime, entity: Entity,
+              files_own_partitions: bool = False) -> DataFrame:
     """Attach ingestion metadata to raw rows.
 
     `files` maps Spark's file path (`_file_path`) to the landed file's `uri` and `etag`. A file is never split
-    (multiLine), so ordering by the monotonically increasing id within a file gives the record number.
+    (multiLine), so ordering by the monotonically increasing id within a file gives the record number. When the
+    reader gives every file a partition of its own (`files_own_partitions`: bronze_layer.files_own_partitions),
+    that number is the row's position in its partition: no shuffle and sort of the whole batch to find it.
     """
-    row_in_file = F.row_number().over(Window.partitionBy(_FILE_PATH).orderBy(_READ_ORDER))
+    if files_own_partitions:
+        row_in_file = F.col(_READ_ORDER).bitwiseAND(F.lit(_POSITION_IN_PARTITION)) + 1
+    else:
+        row_in_file = F.row_number().over(Window.partitionBy(_FILE_PATH).orderBy(_READ_ORDER))
     joined = raw.join(F.broadcast(files), _FILE_PATH, "left")
     out = joined.select(
         *[c for c in raw.columns if c not in (_FILE_PATH, _READ_ORDER)],
