@@ -31,18 +31,22 @@ _ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&n
 _ZERO_WIDTH = "[\u200b\ufeff]|&#x200[bB];"
 
 
+# A value none of the normalisation's patterns can change: no CR, no entity or `&#x200B;` (both start with `&`), no
+# zero-width character, no white space at either end (Java's `^\s+|\s+$` matches exactly where these do).
+_NEEDS_NORMALISING = "[\r&\u200b\ufeff]|^\\s|\\s$"
+
+
 def _normalised(raw: SparkColumn) -> SparkColumn:
     """Unescape Reddit's HTML entities, drop zero-width spaces, LF newlines, strip surrounding white space."""
     value = F.regexp_replace(raw, "\r\n?", "\n")
     for entity, char in _ENTITIES:  # `&amp;` last: `&amp;gt;` must become the literal text `&gt;`
         value = F.regexp_replace(value, entity, char)
     value = F.regexp_replace(value, _ZERO_WIDTH, "")
-    return F.regexp_replace(value, r"^\s+|\s+$", "")
+    # One search decides; most values need none of the nine rewrites, each of which copies the string.
+    return F.when(raw.rlike(_NEEDS_NORMALISING), F.regexp_replace(value, r"^\s+|\s+$", "")).otherwise(raw)
 
 
-def text_status(raw: SparkColumn) -> SparkColumn:
-    """Why a text value is (or is not) null in Silver: present | empty | deleted | removed."""
-    value = _normalised(raw)
+def _status_of(raw: SparkColumn, value: SparkColumn) -> SparkColumn:
     return (
         F.when(raw.isNull() | (value == ""), "empty")
         .when(value == "[deleted]", "deleted")
@@ -51,9 +55,21 @@ def text_status(raw: SparkColumn) -> SparkColumn:
     )
 
 
+def text_status(raw: SparkColumn) -> SparkColumn:
+    """Why a text value is (or is not) null in Silver: present | empty | deleted | removed."""
+    return _status_of(raw, _normalised(raw))
+
+
 def clean_text(raw: SparkColumn) -> SparkColumn:
     """The normalised text when it is present; null when empty, `[deleted]` or `[removed]`."""
-    return F.when(text_status(raw) == "present", _normalised(raw))
+    value = _normalised(raw)
+    return F.when(_status_of(raw, value) == "present", value)
+
+
+def _text_columns(name: str) -> dict[str, SparkColumn]:
+    """`name` cleaned and its status, from the normalised value `typed` computes once in a projection of its own."""
+    raw, value = F.col(name), F.col(f"_text_{name}")
+    return {name: F.when(_status_of(raw, value) == "present", value), f"{name}_status": _status_of(raw, value)}
 
 
 def _blank(raw: SparkColumn) -> SparkColumn:
@@ -91,6 +107,8 @@ def typed(
         sentiment_raw = F.trim(F.col("sentiment"))
         parsed["_sentiment"] = F.when(sentiment_raw.rlike(DECIMAL), sentiment_raw.cast("double"))
         parsed["_post_id"] = F.regexp_extract(F.col("permalink"), POST_ID_IN_PERMALINK, 1)
+    for text in ("title", "selftext") if entity is Entity.POST else ("body",):
+        parsed[f"_text_{text}"] = _normalised(F.col(text))
     source_columns = [c for c in bronze.columns if not c.startswith("_")]
     replaced = F.lit(False)
     if suspect_uris is None or suspect_uris:
@@ -137,10 +155,8 @@ def typed(
         columns |= {
             "domain": F.when(~_blank(F.col("domain")), F.trim(F.col("domain"))),
             "url": F.when(~_blank(F.col("url")), F.trim(F.col("url"))),
-            "selftext": clean_text(F.col("selftext")),
-            "selftext_status": text_status(F.col("selftext")),
-            "title": clean_text(F.col("title")),
-            "title_status": text_status(F.col("title")),
+            **_text_columns("selftext"),
+            **_text_columns("title"),
             "score": score,
         }
     else:
@@ -152,8 +168,7 @@ def typed(
         ]
         columns |= {
             "post_id": F.when(post_id != "", post_id),
-            "body": clean_text(F.col("body")),
-            "body_status": text_status(F.col("body")),
+            **_text_columns("body"),
             "sentiment": sentiment,
             "score": score,
         }
