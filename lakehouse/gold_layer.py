@@ -55,7 +55,8 @@ def update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None
 def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | None) -> GoldResult:
     entity, key = _entity_gold(table_key)
     gold_table, silver_table = GOLD[table_key].identifier, SILVER[entity].identifier
-    base = tables.snapshot_id(spark, gold_table)
+    base_snapshot = tables.current_snapshot(spark, gold_table)
+    base = base_snapshot.snapshot_id if base_snapshot else None
     marks = tables.step_marks(spark, gold_table).values
     read_mark = marks.get(tables.READ_SNAPSHOT_PREFIX + silver_table)
     # Without the Silver snapshot it last read (a table Gold wrote before it kept one, or one that has since left
@@ -75,6 +76,13 @@ def _update_gold_entity(spark: SparkSession, table_key: str, now: datetime | Non
     after = tables.marks_after(spark, gold_table, result.watermarks,
                                read_snapshots={changes.table: changes.snapshot_id} if changes.snapshot_id else None)
     build = gold_tf.posts if entity is Entity.POST else gold_tf.comments
+    if changes.since is None and tables.holds_no_rows(base_snapshot):
+        # A first load: every Silver row into an empty table in one commit, no count or MERGE join; losing a race
+        # to another run raises Conflict, and the next attempt MERGEs into what it wrote.
+        result.rows_written = tables.fill_empty(spark, gold_table, build(changes.rows(spark), now or utcnow()),
+                                                base_snapshot, after)
+        tables.ensure_marked(spark, gold_table, after)
+        return result
     out = build(changes.rows(spark), now or utcnow()).persist()
     # Ids Gold holds that Silver no longer does: taken out since Gold last read Silver, or, on a full pass,
     # every Gold id Silver lacks.
@@ -180,7 +188,8 @@ def update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | N
 def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | None) -> GoldResult:
     gold_table = GOLD[table_key].identifier
     daily = table_key == "subreddit_daily"
-    base = tables.snapshot_id(spark, gold_table)
+    base_snapshot = tables.current_snapshot(spark, gold_table)
+    base = base_snapshot.snapshot_id if base_snapshot else None
     posts_t, comments_t = SILVER[Entity.POST].identifier, SILVER[Entity.COMMENT].identifier
     found = tables.step_marks(spark, gold_table)  # watermarks and read snapshots: one metadata load
     marks = found.values
@@ -229,16 +238,22 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
                    if full or c.pending or c.table in removed}
         parts, parts_change = _parts_for(spark, {Entity.POST: posts, Entity.COMMENT: comments}, changed, keys,
                                            parts_base, loaded_at)
-        out = gold_tf.subreddit_daily_from_parts(parts, loaded_at).persist()
+        out = gold_tf.subreddit_daily_from_parts(parts, loaded_at)
     else:
-        out = gold_tf.post_engagement(posts, comments, loaded_at).persist()
-    recomputed = None if keys is None else keys.withColumnRenamed("created_date", "activity_date")
-    gone = _held_but_absent(spark, gold_table, merge_keys, out, recomputed)
+        out = gold_tf.post_engagement(posts, comments, loaded_at)
+    # A first load (everything recomputed into an empty table) is written in one commit, no count or MERGE join.
+    first_load = full and tables.holds_no_rows(base_snapshot)
+    gone = None
+    if not first_load:
+        out = out.persist()
+        recomputed = None if keys is None else keys.withColumnRenamed("created_date", "activity_date")
+        gone = _held_but_absent(spark, gold_table, merge_keys, out, recomputed)
     result.watermarks = {c.table: str(c.until) for c in changes if c.until is not None}
     read_snapshots = {c.table: c.snapshot_id for c in changes if c.snapshot_id is not None}
     try:
-        result.rows_written = out.count()
-        result.rows_deleted = gone.count() if gone is not None else 0
+        if not first_load:
+            result.rows_written = out.count()
+            result.rows_deleted = gone.count() if gone is not None else 0
         tables.expect_unchanged(spark, gold_table, base)
         also = {}
         if daily:
@@ -247,7 +262,9 @@ def _update_gold_aggregate(spark: SparkSession, table_key: str, now: datetime | 
             also[PARTS_MARK] = parts_mark(commit_parts(spark, parts, parts_change, parts_base), None)
         # The marks travel in the last commit of Gold's rows (rows and marks land together or not at all).
         after = tables.marks_after(spark, gold_table, result.watermarks, read_snapshots, also)
-        if result.rows_written:
+        if first_load:  # losing a race raises Conflict: the next attempt MERGEs into what the other run wrote
+            result.rows_written = tables.fill_empty(spark, gold_table, out, base_snapshot, after)
+        elif result.rows_written:
             tables.upsert(spark, gold_table, out, merge_keys,
                           small_source=result.rows_written <= tables.BROADCAST_KEYS_MAX,
                           marks=None if result.rows_deleted else after)

@@ -138,36 +138,56 @@ def update_silver(
             tables.retrying(quarantine_table, lambda: tables.insert_new(
                 spark, quarantine_table, quarantined, ["_source_uri", "_source_etag", "_source_row"]))
         latest = silver_tf.to_silver(typed, entity, utcnow())
-        current = tables.keys_present(
-            spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
-            small_source=result.bronze_rows <= tables.BROADCAST_KEYS_MAX,
-        )
-        state = (
-            F.when(F.col("_current_hash").isNull(), "inserted")
-            .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
-            .otherwise("unchanged")
-        )
-        compared = latest.join(current, "id", "left").withColumn("_state", state).persist()
-        try:
-            ops = {r._state: r["count"] for r in compared.groupBy("_state").count().collect()}
-            result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
-            result.unchanged = ops.get("unchanged", 0)
-            result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
-            # New and changed ids in one validated MERGE: an overlapping run that committed first makes it fail
-            # and try again (it never appends an id twice), and NEWER_VERSION never lets an older version win.
-            if result.inserted or result.updated:
-                changed = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
-                small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
-                tables.retrying(silver_table, lambda: tables.upsert(
-                    spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
-                    stamp="_updated_at", marks=marks))
-        finally:
-            compared.unpersist()
+        if not _first_load(spark, silver_table, latest, marks, result):
+            current = tables.keys_present(
+                spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
+                small_source=result.bronze_rows <= tables.BROADCAST_KEYS_MAX,
+            )
+            state = (
+                F.when(F.col("_current_hash").isNull(), "inserted")
+                .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
+                .otherwise("unchanged")
+            )
+            compared = latest.join(current, "id", "left").withColumn("_state", state).persist()
+            try:
+                ops = {r._state: r["count"] for r in compared.groupBy("_state").count().collect()}
+                result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
+                result.unchanged = ops.get("unchanged", 0)
+                result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
+                # New and changed ids in one validated MERGE: an overlapping run that committed first makes it fail
+                # and try again (it never appends an id twice), and NEWER_VERSION never lets an older version win.
+                if result.inserted or result.updated:
+                    changed = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
+                    small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
+                    tables.retrying(silver_table, lambda: tables.upsert(
+                        spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
+                        stamp="_updated_at", marks=marks))
+            finally:
+                compared.unpersist()
     finally:
         typed.unpersist()
     tables.ensure_marked(spark, silver_table, marks)  # nothing to MERGE: the mark moves on its own
     return result
 
+
+
+def _first_load(spark: SparkSession, silver_table: str, latest: DataFrame, marks: dict[str, str],
+                result: SilverResult) -> bool:
+    """Write every latest row into a Silver that holds none yet, in one commit carrying `marks` (True), instead
+    of comparing with and MERGEing into an empty table; False when Silver holds rows, or an overlapping run
+    committed first (the MERGE path then takes over)."""
+    read_at = tables.current_snapshot(spark, silver_table)
+    if not tables.holds_no_rows(read_at):
+        return False
+    try:
+        # Stamped at the statement's time, as the MERGE stamps (tables.upsert): Gold reads changes by this column.
+        result.inserted = tables.fill_empty(
+            spark, silver_table, latest.withColumn("_updated_at", F.current_timestamp()), read_at, marks)
+    except tables.Conflict:
+        log.info("%s: another run wrote it first; merging into what it wrote", silver_table)
+        return False
+    result.duplicates_collapsed = result.bronze_rows - result.quarantined - result.inserted
+    return True
 
 
 @dataclass(frozen=True)

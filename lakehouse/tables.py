@@ -430,12 +430,15 @@ def upsert(
 
 
 def replace_all(spark: SparkSession, table: str, rows: DataFrame, read_at: int | None,
-                marks: dict[str, str] | None = None) -> None:
+                marks: dict[str, str] | None = None, properties: dict[str, str] | None = None) -> None:
     """Replace every row of `table` in one commit (readers see the old table or the new, never half of it),
-    which carries `marks`, failing with `Conflict` if another writer committed since the snapshot `read_at`."""
+    which carries `marks` (and `properties` in its summary), failing with `Conflict` if another writer committed
+    since the snapshot `read_at` (None: since the table was created)."""
     writer = rows.writeTo(table).option("isolation-level", "serializable")
     if marks:
         writer = writer.option(f"snapshot-property.{MARKS_PROPERTY}", _marks_json(marks))
+    for key, value in (properties or {}).items():
+        writer = writer.option(f"snapshot-property.{key}", value)
     if read_at is not None:
         writer = writer.option("validate-from-snapshot-id", str(read_at))
     try:
@@ -444,6 +447,33 @@ def replace_all(spark: SparkSession, table: str, rows: DataFrame, read_at: int |
         if is_conflict(exc):
             raise Conflict(f"{table}: another writer committed while it was being replaced") from exc
         raise
+
+
+WRITE_ID_PROPERTY = "lakehouse.write-id"
+
+
+def holds_no_rows(snapshot: Snapshot | None) -> bool:
+    return snapshot is None or int(snapshot.summary.get("total-records", 0)) == 0
+
+
+def fill_empty(spark: SparkSession, table: str, rows: DataFrame, read_at: Snapshot | None,
+               marks: dict[str, str] | None = None) -> int:
+    """Write `rows` into `table`, which held no rows at `read_at`, in one commit carrying `marks`; returns how
+    many rows it wrote, from the commit's summary (no counting pass).
+
+    A first load's shortcut past a MERGE: with nothing in the table there is nothing to match, so the MERGE's join
+    and the step's comparison with the table's versions are pure cost. The commit is validated like the MERGE's
+    (serializable, from `read_at`): when another writer committed meanwhile it raises `Conflict` and writes
+    nothing, and the caller takes its MERGE path against what that writer left.
+    """
+    if not holds_no_rows(read_at):
+        raise ValueError(f"{table} holds rows at snapshot {read_at.snapshot_id}: MERGE into it instead")
+    write_id = uuid.uuid4().hex
+    replace_all(spark, table, rows, read_at.snapshot_id if read_at else None, marks, {WRITE_ID_PROPERTY: write_id})
+    for snap in reversed(snapshots(spark, table)):
+        if snap.summary.get(WRITE_ID_PROPERTY) == write_id:
+            return int(snap.summary.get("added-records", 0))
+    raise RuntimeError(f"{table}: the commit of write {write_id} is not in the table's history")
 
 
 def insert_new(spark: SparkSession, table: str, source: DataFrame, keys: list[str]) -> None:

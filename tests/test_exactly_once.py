@@ -361,3 +361,43 @@ def test_a_steps_checks_move_their_marks_on_a_table_in_one_commit(spark, lakehou
     assert verified()[checks.VERIFIED_PREFIX + "a"] == "10" and commits() == before + 1
     checks.record_verified(spark, "silver.checked", "a", [CheckOutcome(True, "ok")], 12)  # outside a step: at once
     assert verified()[checks.VERIFIED_PREFIX + "a"] == "12"
+
+
+def test_a_first_load_that_another_run_beats_to_the_empty_table_merges_into_what_it_wrote(
+        spark, lakehouse, monkeypatch):
+    """A first load writes all its rows into the empty Silver and Gold tables in one commit, no MERGE. When an
+    overlapping run fills the table first, that commit fails validation (nothing written), and the step MERGEs
+    into what the other run left: no id twice, nothing lost."""
+    from lakehouse import gold_layer
+
+    zone = lakehouse
+    land(zone, "first.csv", posts("f1", "f2", "f3"))
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    real_replace_all = tables.replace_all
+    beaten = []
+
+    def another_run_commits_first(spark_, table, rows, read_at, marks=None, properties=None):
+        if not beaten:  # the other run's step, complete, between this step's look at the table and its commit
+            beaten.append(table)
+            other = (silver_layer.update_silver(spark_, Entity.POST) if table == "silver.posts"
+                     else gold_layer.update_gold_entity(spark_, "posts"))
+            assert getattr(other, "inserted", getattr(other, "rows_written", None)) == 3
+        return real_replace_all(spark_, table, rows, read_at, marks, properties)
+
+    monkeypatch.setattr(tables, "replace_all", another_run_commits_first)
+    result = silver_layer.update_silver(spark, Entity.POST)
+    assert beaten == ["silver.posts"]
+    assert (result.inserted, result.unchanged) == (0, 3)  # lost the race, then found every row already there
+    beaten.clear()
+    gold = gold_layer.update_gold_entity(spark, "posts")
+    assert beaten == ["gold.posts"] and gold.rows_written == 0  # lost, then found the winner had read them all
+    for table, key in (("silver.posts", "id"), ("gold.posts", "post_id")):
+        assert sorted(r[0] for r in spark.table(table).select(key).collect()) == ["f1", "f2", "f3"]
+        fills = [s for s in tables.snapshots(spark, table) if tables.WRITE_ID_PROPERTY in s.summary]
+        assert len(fills) == 1 and fills[0].summary["added-records"] == "3"  # only the winner's write landed
+    # The next file MERGEs: the tables hold rows now.
+    land(zone, "second.csv", posts("f3", "f4", score=5))
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    again = silver_layer.update_silver(spark, Entity.POST)
+    assert (again.inserted, again.updated) == (1, 1)
+    assert {r.id: r.score for r in spark.table("silver.posts").collect()} == {"f1": 1, "f2": 1, "f3": 5, "f4": 5}
