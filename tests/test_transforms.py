@@ -393,3 +393,17 @@ def test_gold_frames_match_contract_types(spark):
         for (name, want), (_, have) in zip(expected, got):
             assert have == want, f"{key}.{name}: {have} != {want}"
     assert frames["comments"].first().sentiment.as_tuple().exponent == -4  # exact DECIMAL(5,4)
+
+
+def test_text_is_rewritten_whenever_a_rewrite_would_change_it(spark):
+    """The guard that spares most values the nine rewrites never spares one they would change."""
+    values = [
+        None, "", "plain text", " leading", "trailing ", "\tx", "x\t", "x\u000b", "\fx", "x\n", "\nx", "a\r\nb",
+        "a\rb", "x\r", "x \u2028", "x\t\u0085", "x \u2029", "x\u2028", "&amp;", "&nbsp;x", "x&nbsp;", "a\u200b",
+        "\ufeffa", "&#x200B; x", "x &#x200b;", "a\u200b ", "x \u00a0", "x\u3000", "&lt;b&gt;", "no & entity",
+    ]
+    df = spark.createDataFrame([(v,) for v in values], "raw string")
+    rows = df.select("raw", silver_tf._normalised(F.col("raw")).alias("guarded"),
+                     silver_tf._rewrites(F.col("raw")).alias("always")).collect()
+    assert [(r.raw, r.guarded) for r in rows] == [(r.raw, r.always) for r in rows]
+    assert sum(r.always != r.raw for r in rows if r.raw is not None) >= 20  # the cases do exercise the rewrites
