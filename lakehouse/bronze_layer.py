@@ -326,6 +326,10 @@ def ingest_bronze(
         batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity, files_own_partitions=True)
         with files_own_partitions(spark):
             (batch.writeTo(table)
+             # A batch has one `_ingested_at`, so one partition: Iceberg's default hash distribution for a
+             # partitioned table would shuffle every raw row of the batch to one task, and its local sort by
+             # partition would copy every row once more, before writing it.
+             .option("distribution-mode", "none").option("fanout-enabled", "true")
              .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
              .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
              .append())
