@@ -126,49 +126,53 @@ def update_silver(
     # Silver's position in Bronze travels in its MERGE's commit: the rows and the mark land together or not at all.
     marks = tables.marks_after(spark, silver_table, {bronze_table: str(end)})
     now = now or utcnow()
-    typed = silver_tf.typed(bronze, entity, now, utf8_suspects(entries)).persist()
-    try:
-        # One pass for the totals and the reason codes.
-        stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()
-        result.bronze_rows = sum(r["count"] for r in stats)
-        result.reasons = {r.r: r["count"] for r in stats if r.r is not None}
-        result.quarantined = sum(result.reasons.values())
-        if result.quarantined:
-            quarantined = silver_tf.quarantine_rows(typed, entity, now)
-            tables.retrying(quarantine_table, lambda: tables.insert_new(
-                spark, quarantine_table, quarantined, ["_source_uri", "_source_etag", "_source_row"]))
-        latest = silver_tf.to_silver(typed, entity, utcnow())
-        if not _first_load(spark, silver_table, latest, marks, result):
-            current = tables.keys_present(
-                spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
-                small_source=result.bronze_rows <= tables.BROADCAST_KEYS_MAX,
-            )
-            state = (
-                F.when(F.col("_current_hash").isNull(), "inserted")
-                .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
-                .otherwise("unchanged")
-            )
-            compared = latest.join(current, "id", "left").withColumn("_state", state).persist()
-            try:
-                ops = {r._state: r["count"] for r in compared.groupBy("_state").count().collect()}
-                result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
-                result.unchanged = ops.get("unchanged", 0)
-                result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
-                # New and changed ids in one validated MERGE: an overlapping run that committed first makes it fail
-                # and try again (it never appends an id twice), and NEWER_VERSION never lets an older version win.
-                if result.inserted or result.updated:
-                    changed = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
-                    small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
-                    tables.retrying(silver_table, lambda: tables.upsert(
-                        spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
-                        stamp="_updated_at", marks=marks))
-            finally:
-                compared.unpersist()
-    finally:
-        typed.unpersist()
+    # Not cached: each pass reads only what it needs of `typed` (Spark prunes the rest). The count evaluates the
+    # rules alone, the quarantine keeps the raw strings of the rows that broke one, and Silver's write cleans the
+    # text of the valid rows without the raw record beside it. A cache would hold every row twice (raw and typed).
+    typed = silver_tf.typed(bronze, entity, now, utf8_suspects(entries))
+    stats = typed.groupBy(F.col("reasons")[0].alias("r")).count().collect()
+    result.bronze_rows = sum(r["count"] for r in stats)
+    result.reasons = {r.r: r["count"] for r in stats if r.r is not None}
+    result.quarantined = sum(result.reasons.values())
+    if result.quarantined:
+        quarantined = silver_tf.quarantine_rows(typed, entity, now)
+        tables.retrying(quarantine_table, lambda: tables.insert_new(
+            spark, quarantine_table, quarantined, ["_source_uri", "_source_etag", "_source_row"]))
+    latest = silver_tf.to_silver(typed, entity, utcnow())
+    if not _first_load(spark, silver_table, latest, marks, result):
+        _merge(spark, silver_table, latest, marks, result)
     tables.ensure_marked(spark, silver_table, marks)  # nothing to MERGE: the mark moves on its own
     return result
 
+
+def _merge(spark: SparkSession, silver_table: str, latest: DataFrame, marks: dict[str, str],
+           result: SilverResult) -> None:
+    """Compare the latest rows with Silver's versions and MERGE the new and changed ones, counting each kind."""
+    current = tables.keys_present(
+        spark.table(silver_table).select("id", F.col("_row_hash").alias("_current_hash")), latest, ["id"],
+        small_source=result.bronze_rows <= tables.BROADCAST_KEYS_MAX,
+    )
+    state = (
+        F.when(F.col("_current_hash").isNull(), "inserted")
+        .when(F.col("_current_hash") != F.col("_row_hash"), "updated")
+        .otherwise("unchanged")
+    )
+    compared = latest.join(current, "id", "left").withColumn("_state", state).persist()
+    try:
+        ops = {r._state: r["count"] for r in compared.groupBy("_state").count().collect()}
+        result.inserted, result.updated = ops.get("inserted", 0), ops.get("updated", 0)
+        result.unchanged = ops.get("unchanged", 0)
+        result.duplicates_collapsed = result.bronze_rows - result.quarantined - sum(ops.values())
+        # New and changed ids in one validated MERGE: an overlapping run that committed first makes it fail and
+        # try again (it never appends an id twice), and NEWER_VERSION never lets an older version win.
+        if result.inserted or result.updated:
+            changed = compared.where(F.col("_state") != "unchanged").drop("_current_hash", "_state")
+            small = result.inserted + result.updated <= tables.BROADCAST_KEYS_MAX
+            tables.retrying(silver_table, lambda: tables.upsert(
+                spark, silver_table, changed, ["id"], small_source=small, update_if=NEWER_VERSION,
+                stamp="_updated_at", marks=marks))
+    finally:
+        compared.unpersist()
 
 
 def _first_load(spark: SparkSession, silver_table: str, latest: DataFrame, marks: dict[str, str],
