@@ -407,3 +407,17 @@ def test_text_is_rewritten_whenever_a_rewrite_would_change_it(spark):
                      silver_tf._rewrites(F.col("raw")).alias("always")).collect()
     assert [(r.raw, r.guarded) for r in rows] == [(r.raw, r.always) for r in rows]
     assert sum(r.always != r.raw for r in rows if r.raw is not None) >= 20  # the cases do exercise the rewrites
+
+
+def test_tokens_are_the_words_between_separators_with_apostrophes_trimmed_off(spark):
+    """Tokens as the definition reads: split at runs of what is not a letter, digit or apostrophe, trim the
+    apostrophes off each piece, drop the empty ones."""
+    texts = ["'quoted' words", "rock'n'roll ''twice''", "l''amour", "'''", "x'", "'x", "a'b'c d''e",
+             "Ünïcödé Straße 42nd", "日本語 テキスト", "tabs\tand\nnewlines", "emoji😂inside", "", "  ", "it’s curly",
+             "--- 3.14 ---", "don't'", "'n'", "ÀB'ÇD", None]
+    df = spark.createDataFrame([(t,) for t in texts], "t string")
+    pieces = F.split(F.lower(F.coalesce("t", F.lit(""))), r"[^\p{L}\p{N}']+")
+    reference = F.filter(F.transform(pieces, lambda w: F.regexp_replace(w, r"^'+|'+$", "")), lambda w: w != "")
+    rows = df.select(gold_tf.tokenize(F.col("t")).alias("got"), reference.alias("want")).collect()
+    assert [r.got for r in rows] == [r.want for r in rows]
+    assert sum(len(r.want) for r in rows) >= 25
