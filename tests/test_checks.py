@@ -113,6 +113,16 @@ def test_rows_lost_from_bronze_are_caught(spark, restore):
     assert not bronze_layer.bronze_metadata(spark, Entity.POST).passed  # a gap in the row numbers
 
 
+def test_a_repeated_row_number_is_caught(spark, restore):
+    """Rows numbered 1..n with one number twice and one missing: the count, the first and the last row agree,
+    only the distinct numbers (per 32,768-row bucket of a file) do not."""
+    spark.sql("UPDATE bronze.posts SET _source_row = 7 WHERE _source_row = 8")
+    outcome = bronze_layer.bronze_metadata(spark, Entity.POST)
+    assert not outcome.passed and outcome.metrics["bad_files"] >= 1
+    bad = outcome.sample[0]
+    assert bad["first_row"] == 1 and bad["last_row"] == bad["rows"] == bad["distinct_rows"] + 1
+
+
 def test_a_silver_row_lost_is_unaccounted(spark, restore):
     spark.sql("DELETE FROM silver.comments WHERE id = (SELECT min(id) FROM silver.comments)")
     outcome = silver_layer.bronze_reconciled(spark, Entity.COMMENT, full=True)
