@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
@@ -300,39 +301,16 @@ def ingest_bronze(
         result.files.append(FileOutcome(f.key, SKIPPED, message="another run is ingesting this file version"))
     pending = [f for f in pending if (f.uri, f.etag) not in theirs]
     now = now or utcnow()
-    accepted: list[tuple[LandedFile, bronze_tf.HeaderCheck, bronze_tf.FileScan]] = []
+    candidates: list[tuple[LandedFile, bronze_tf.HeaderCheck]] = []
     for f in pending:
         check = bronze_tf.check_header(landing.read_head(f), entity)
-        if not check.ok:
-            result.files.append(FileOutcome(f.key, REJECTED, reason=check.reason, message=check.message))
-            continue
-        with landing.open(f) as stream:
-            scan = bronze_tf.scan_records(stream)
-        if scan.reason:
-            result.files.append(FileOutcome(f.key, REJECTED, reason=scan.reason, message=scan.message,
-                                            source_records=scan.records))
+        if check.ok:
+            candidates.append((f, check))
         else:
-            accepted.append((f, check, scan))
-    if accepted:
-        # One read per distinct header: columns are matched by name, unknown ones kept as schema drift.
-        by_header: dict[tuple[str, ...], list[LandedFile]] = {}
-        for f, check, _ in accepted:
-            by_header.setdefault(check.columns, []).append(f)
-        raw = None
-        for header, group in by_header.items():
-            part = bronze_tf.read_csv(spark, [f.read_location for f in group], entity, header)
-            raw = part if raw is None else raw.unionByName(part)
-        files = _spark_file_paths(spark, [f for f, _, _ in accepted])
-        batch = bronze_tf.to_bronze(raw, files, result.batch_id, now, entity, files_own_partitions=True)
-        with files_own_partitions(spark):
-            (batch.writeTo(table)
-             # A batch has one `_ingested_at`, so one partition: Iceberg's default hash distribution for a
-             # partitioned table would shuffle every raw row of the batch to one task, and its local sort by
-             # partition would copy every row once more, before writing it.
-             .option("distribution-mode", "none").option("fanout-enabled", "true")
-             .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", result.batch_id)
-             .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
-             .append())
+            result.files.append(FileOutcome(f.key, REJECTED, reason=check.reason, message=check.message))
+    if candidates:
+        appended, scans = _append_while_scanning(spark, landing, table, entity, candidates, result.batch_id, now,
+                                                 writer)
         # Count what was committed, not what was meant to be.
         counts: dict[str, tuple[int, int]] = {}
         for r in committed_files(spark, table, result.batch_id):
@@ -342,10 +320,12 @@ def ingest_bronze(
         # A problem of one file stays with that file: its rows are taken out of the batch again, and it is logged
         # as rejected with what differed, so the other files go on and Bronze's gates never fail for it.
         taken_out = {}
-        for f, _, scan in accepted:
-            n = counts.get(f.uri, (0, 0))[0]
+        for f, _ in candidates:
+            scan, n = scans[f], counts.get(f.uri, (0, 0))[0]
             if (f.uri, f.etag) in taken:
                 taken_out[f] = (scan, SKIPPED, "another run took this file version first")
+            elif scan.reason:
+                taken_out[f] = (scan, scan.reason, scan.message)
             elif not landing.unchanged(f):
                 # Spark read the file after it was checked and counted: another version's rows would sit under
                 # this version's etag. The new version comes next time.
@@ -356,14 +336,15 @@ def ingest_bronze(
                 taken_out[f] = (scan, "record_count_mismatch", (
                     f"Spark read {n:,} rows but the independent CSV parser counts {scan.records:,} records in "
                     "the file; its rows were taken out of Bronze again (see docs/quality.md, Whole files)"))
-        if taken_out:
-            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in taken_out)
+        in_batch = [f for f in taken_out if f in appended and counts.get(f.uri)]
+        if in_batch:
+            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in in_batch)
             spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
-            for f, (scan, reason, message) in taken_out.items():
-                status, reason = (SKIPPED, None) if reason == SKIPPED else (REJECTED, reason)
-                result.files.append(FileOutcome(f.key, status, reason=reason, message=message,
-                                                source_records=scan.records))
-            accepted = [a for a in accepted if a[0] not in taken_out]
+        for f, (scan, reason, message) in taken_out.items():
+            status, reason = (SKIPPED, None) if reason == SKIPPED else (REJECTED, reason)
+            result.files.append(FileOutcome(f.key, status, reason=reason, message=message,
+                                            source_records=scan.records))
+        accepted = [(f, check, scans[f]) for f, check in candidates if f not in taken_out]
         for f, check, scan in accepted:
             n, bad = counts.get(f.uri, (0, 0))
             result.files.append(FileOutcome(
@@ -389,6 +370,87 @@ def ingest_bronze(
     snap = tables.current_snapshot(spark, table)
     result.snapshot_id = snap.snapshot_id if snap else None
     return result
+
+
+def _scan(landing: LandingZone, f: LandedFile) -> bronze_tf.FileScan:
+    with landing.open(f) as stream:
+        return bronze_tf.scan_records(stream)
+
+
+def _writer(spark: SparkSession, table: str, entity: Entity, files: list[tuple[LandedFile, bronze_tf.HeaderCheck]],
+            batch_id: str, now: datetime, writer: str):
+    """The Spark write that appends the files' rows to Bronze as one batch (one commit) when it is `.append()`ed."""
+    # One read per distinct header: columns are matched by name, unknown ones kept as schema drift.
+    by_header: dict[tuple[str, ...], list[LandedFile]] = {}
+    for f, check in files:
+        by_header.setdefault(check.columns, []).append(f)
+    raw = None
+    for header, group in by_header.items():
+        part = bronze_tf.read_csv(spark, [f.read_location for f in group], entity, header)
+        raw = part if raw is None else raw.unionByName(part)
+    paths = _spark_file_paths(spark, [f for f, _ in files])
+    batch = bronze_tf.to_bronze(raw, paths, batch_id, now, entity, files_own_partitions=True)
+    return (
+        batch.writeTo(table)
+        # A batch has one `_ingested_at`, so one partition: Iceberg's default hash distribution for a
+        # partitioned table would shuffle every raw row of the batch to one task, and its local sort by
+        # partition would copy every row once more, before writing it.
+        .option("distribution-mode", "none").option("fanout-enabled", "true")
+        .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", batch_id)
+        .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)
+    )
+
+
+def _append_while_scanning(
+    spark: SparkSession, landing: LandingZone, table: str, entity: Entity,
+    files: list[tuple[LandedFile, bronze_tf.HeaderCheck]], batch_id: str, now: datetime, writer: str,
+) -> tuple[list[LandedFile], dict[LandedFile, bronze_tf.FileScan]]:
+    """Append the files to Bronze while Python's strict parser counts their records beside Spark's read.
+
+    The scan is single-threaded Python (9 s of a 3M-row full load) and Spark's read of a sensor's one file keeps
+    one core of two busy, so the two run side by side; the caller takes a file the scan rejects out of the
+    batch again, as it does a file whose counts differ. Should Spark's read fail on a file the scan rejects
+    (a quote never closed makes the rest of the file one field), the append goes again without the rejected
+    files. Returns the files appended and every file's scan.
+    """
+    # The write is planned before the scan starts: the scan holds the GIL, and each of the planning's Py4J
+    # calls would wait for it (6.9 s of planning behind a 7 s scan of 2M comments). The append is one call.
+    write = _writer(spark, table, entity, files, batch_id, now, writer)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="bronze-scan")
+    futures = {f: pool.submit(_scan, landing, f) for f, _ in files}
+    try:
+        try:
+            with files_own_partitions(spark):
+                write.append()
+            appended = [f for f, _ in files]
+        except Exception:
+            rejected = {f for f, future in futures.items() if future.result().reason}
+            if not rejected:
+                raise
+            log.warning("Spark could not read a batch holding %d files the CSV scan rejects; appending the "
+                        "other %d files without them", len(rejected), len(files) - len(rejected), exc_info=True)
+            rest = [(f, check) for f, check in files if f not in rejected]
+            if rest:
+                with files_own_partitions(spark):
+                    _writer(spark, table, entity, rest, batch_id, now, writer).append()
+            appended = [f for f, _ in rest]
+        try:
+            scans = {f: future.result() for f, future in futures.items()}
+        except BaseException:
+            # A file could not be read to the end (an S3 error, a replaced object): nothing of the batch stays.
+            _drop_batch(spark, table, batch_id)
+            raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return appended, scans
+
+
+def _drop_batch(spark: SparkSession, table: str, batch_id: str) -> None:
+    """Take a batch's rows out of Bronze again when its step fails before logging it."""
+    try:
+        spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch_id}'")
+    except Exception:  # the run fails anyway; the next run rolls the orphaned batch back (roll_back_orphans)
+        log.exception("could not take batch %s out of %s again", batch_id, table)
 
 
 def _taken_meanwhile(

@@ -16,6 +16,7 @@ import pytest
 
 from lakehouse.contracts import SOURCE_HEADERS, Entity
 from lakehouse.landing import entity_prefix
+from lakehouse.transforms.bronze import SPARK_MAX_FIELD_CHARS
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,12 @@ CASES = [
          comments(comment_row("uq1"), comment_row("uq2", body="x").replace('"x"', '"never closed'),
                   comment_row("uq3"), comment_row("uq4")),
          "rejected", "bad_quoting"),
+    # ... and no quote after it: one field to the end of the file. Spark's reader, bounded, fails the whole read
+    # on it (unbounded, it ran the JVM out of memory), so the batch is appended again without it.
+    Case("never_closed_to_the_end", Entity.COMMENT,
+         comments(comment_row("nc1"), comment_row("nc2", body="x").replace('"x"', '"never closed'))
+         + ("no quote here " * (SPARK_MAX_FIELD_CHARS // 14 + 1)).encode(),
+         "rejected", "field_too_long"),
     Case("truncated_last_line", Entity.POST, posts(post_row("tl1"), post_row("tl2"))
          + b"post,tl3,2qh1i,TestSub,false,16487", "loaded",
          quarantined={"malformed_record": 1}, silver_ids={"tl1", "tl2"}, rows=3),

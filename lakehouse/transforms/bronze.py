@@ -9,7 +9,6 @@ import codecs
 import csv
 import io
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -94,7 +93,12 @@ def check_header(head: bytes, entity: Entity) -> HeaderCheck:
 
 # --- an independent count of the file's records ----------------------------------------------------------------
 
-csv.field_size_limit(sys.maxsize)  # a record may hold a megabyte-long text field
+# A record may hold a megabyte-long text field; one longer than this is not a Reddit text (at most 40,000
+# characters) but a quote that was never closed, and Spark's read stops at twice as many (a character above
+# U+FFFF counts twice in Java).
+MAX_FIELD_CHARS = 8 * 1024 * 1024
+SPARK_MAX_FIELD_CHARS = 2 * MAX_FIELD_CHARS
+csv.field_size_limit(MAX_FIELD_CHARS)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a byte that is not UTF-8
 
 
@@ -222,6 +226,10 @@ def scan_records(stream: BinaryIO) -> FileScan:
                 return FileScan(records, invalid, reason="unterminated_quote", message=(
                     f"a quoted field in the record starting at line {start} is never closed: the rest of the "
                     "file would be read as one field"))
+            if "field larger than field limit" in str(exc):
+                return FileScan(records, invalid, reason="field_too_long", message=(
+                    f"the record starting at line {start} has a field longer than {MAX_FIELD_CHARS:,} characters: "
+                    "a quote that is never closed, or not a SocialGrep export"))
             if "expected after" in str(exc):
                 return FileScan(records, invalid, reason="bad_quoting", message=(
                     f"the record starting at line {start} has text after a closing quote ({exc}): a quote is "
@@ -262,6 +270,10 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple
             escape='"',  # inner quotes are doubled
             mode="PERMISSIVE",
             columnNameOfCorruptRecord=RAW_RECORD,
+            # Unbounded by default: a field that never ends (a quote never closed) grows until the JVM runs out
+            # of memory and dies. scan_records rejects what is longer than this, so the append goes again
+            # without that file (bronze_layer._append_while_scanning).
+            maxCharsPerColumn=SPARK_MAX_FIELD_CHARS,
             encoding="UTF-8",
         )
         .schema(StructType(fields + [StructField(RAW_RECORD, StringType())]))
