@@ -309,8 +309,7 @@ def ingest_bronze(
         else:
             result.files.append(FileOutcome(f.key, REJECTED, reason=check.reason, message=check.message))
     if candidates:
-        appended, scans = _append_while_scanning(spark, landing, table, entity, candidates, result.batch_id, now,
-                                                 writer)
+        scans = _append_while_scanning(spark, landing, table, entity, candidates, result.batch_id, now, writer)
         # Count what was committed, not what was meant to be.
         counts: dict[str, tuple[int, int]] = {}
         for r in committed_files(spark, table, result.batch_id):
@@ -336,7 +335,7 @@ def ingest_bronze(
                 taken_out[f] = (scan, "record_count_mismatch", (
                     f"Spark read {n:,} rows but the independent CSV parser counts {scan.records:,} records in "
                     "the file; its rows were taken out of Bronze again (see docs/quality.md, Whole files)"))
-        in_batch = [f for f in taken_out if f in appended and counts.get(f.uri)]
+        in_batch = [f for f in taken_out if f.uri in counts]  # files with rows in the batch (a retry leaves some out)
         if in_batch:
             uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in in_batch)
             spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
@@ -404,14 +403,14 @@ def _writer(spark: SparkSession, table: str, entity: Entity, files: list[tuple[L
 def _append_while_scanning(
     spark: SparkSession, landing: LandingZone, table: str, entity: Entity,
     files: list[tuple[LandedFile, bronze_tf.HeaderCheck]], batch_id: str, now: datetime, writer: str,
-) -> tuple[list[LandedFile], dict[LandedFile, bronze_tf.FileScan]]:
+) -> dict[LandedFile, bronze_tf.FileScan]:
     """Append the files to Bronze while Python's strict parser counts their records beside Spark's read.
 
     The scan is single-threaded Python (9 s of a 3M-row full load) and Spark's read of a sensor's one file keeps
     one core of two busy, so the two run side by side; the caller takes a file the scan rejects out of the
     batch again, as it does a file whose counts differ. Should Spark's read fail on a file the scan rejects
     (a quote never closed makes the rest of the file one field), the append goes again without the rejected
-    files. Returns the files appended and every file's scan.
+    files. Returns every file's scan.
     """
     # The write is planned before the scan starts: the scan holds the GIL, and each of the planning's Py4J
     # calls would wait for it (6.9 s of planning behind a 7 s scan of 2M comments). The append is one call.
@@ -422,7 +421,6 @@ def _append_while_scanning(
         try:
             with files_own_partitions(spark):
                 write.append()
-            appended = [f for f, _ in files]
         except Exception:
             rejected = {f for f, future in futures.items() if future.result().reason}
             if not rejected:
@@ -433,7 +431,6 @@ def _append_while_scanning(
             if rest:
                 with files_own_partitions(spark):
                     _writer(spark, table, entity, rest, batch_id, now, writer).append()
-            appended = [f for f, _ in rest]
         try:
             scans = {f: future.result() for f, future in futures.items()}
         except BaseException:
@@ -442,7 +439,7 @@ def _append_while_scanning(
             raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return appended, scans
+    return scans
 
 
 def _drop_batch(spark: SparkSession, table: str, batch_id: str) -> None:

@@ -105,7 +105,7 @@ def row_text(i: int, body: str = "hello") -> str:
         ((COMMENT_HEADER + "\n" + row_text(1) + "\n\n" + row_text(2)).encode(), 2, None, False, 0),  # blank lines
         ((COMMENT_HEADER + "\n" + row_text(1, "two\nlines, \"\"quoted\"\"")).encode(), 1, None, False, 0),
         ((COMMENT_HEADER + "\n" + row_text(1, "x" * 1_500_000)).encode(), 1, None, False, 0),
-        # A field longer than Spark's reader is let hold: a quote that never closes, read to the end of the file.
+        # A field up to the limit is a record; one character more is a quote that never closes (Spark's read stops).
         ((COMMENT_HEADER + "\n" + row_text(1) + row_text(2, "x" * bronze_tf.MAX_FIELD_CHARS)).encode(), 2, None, False, 0),
         ((COMMENT_HEADER + "\n" + row_text(1) + row_text(2, "x" * (bronze_tf.MAX_FIELD_CHARS + 1))).encode(), 1,
          "field_too_long", False, 0),
