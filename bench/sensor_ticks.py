@@ -1,9 +1,17 @@
-"""Sensor tick time against the number of landed keys (local landing zone).
+"""Sensor tick time against the number of landed keys (local landing zone), and against the size of the ingestion
+log on the S3 event path (issue 15).
 
     python bench/sensor_ticks.py --sizes 1000 10000 100000
+    python bench/sensor_ticks.py --queue --sizes 1000 100000 1000000 [--new 10]
 
-For each size: N small files land, then the tick is timed twice: on first sight (every file new: listed,
+Local: for each size, N small files land, then the tick is timed twice: on first sight (every file new: listed,
 hashed, batched into run requests) and in steady state (every file already in the ingestion log).
+
+--queue: a moto server on loopback (S3 sends ObjectCreated events to SQS itself). For each size the ingestion log
+is grown to N settled files (appended through pyiceberg to the Glue catalog, as Bronze's log writes would), then:
+the first tick after a restart (the settled index rebuilt from the whole log: once), a tick with --new files
+landed (their events in the queue), and a quiet tick; each with its S3 and SQS requests counted. The bucket holds
+only the new files: a tick on the event path lists nothing (the sweep lists, `SWEEP_PAGES_PER_TICK` pages at most).
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--queue", action="store_true", help="the S3 event path on a moto server")
+    parser.add_argument("--new", type=int, default=10, help="--queue: files landed per measured tick")
     args = parser.parse_args()
+    if args.queue:
+        return queue_ticks(args.sizes, args.new)
     work = Path(tempfile.mkdtemp(prefix="lakehouse-ticks-"))
     os.environ["LAKEHOUSE_HOME"] = str(work)
 
@@ -81,6 +93,106 @@ def main() -> int:
                         "steady_state_s": round(steady_s, 2), "steady_requests": steady_requests})
         print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps(results))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def queue_ticks(sizes: list[int], new: int) -> int:
+    import uuid
+
+    import boto3
+    import dagster as dg
+    import pyarrow as pa
+    from botocore.client import BaseClient
+    from moto.server import ThreadedMotoServer
+
+    from lakehouse.catalog import catalog_for, create_tables
+    from lakehouse.contracts import INGESTION_LOG
+    from lakehouse.settings import load_settings
+    from lakehouse.standalone import free_port
+    from lakehouse.tables import TABLE_PROPERTIES
+    from resources import LakehouseResource, resources_for
+    from sensors import landing as landing_sensor
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="lakehouse-queue-ticks-"))
+    bucket = "lake-bench"
+    s3, sqs = boto3.client("s3", endpoint_url=endpoint), boto3.client("sqs", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=bucket)
+    url = sqs.create_queue(QueueName="landed")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "landing/input/"}]}}}]})
+    settings = load_settings({
+        "LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": bucket, "LAKEHOUSE_S3_PREFIX": "landing",
+        "LAKEHOUSE_AWS_ENDPOINT": endpoint, "AWS_REGION": "us-east-1", "LAKEHOUSE_HOME": str(work),
+        "LAKEHOUSE_SQS_QUEUE_URL": url, "LAKEHOUSE_ENGINE": "off"})
+    catalog = catalog_for(settings)
+    create_tables(catalog, TABLE_PROPERTIES)
+    log = catalog.load_table(INGESTION_LOG.identifier)
+    sensor = landing_sensor.build_landing_sensor(settings)
+    resources = {"landing": resources_for(settings)["landing"], "lakehouse": LakehouseResource.from_settings(settings)}
+
+    calls: list[str] = []
+    real = BaseClient._make_api_call
+
+    def counted(self, operation, params):
+        if self.meta.service_model.service_name in ("s3", "sqs"):
+            calls.append(f"{self.meta.service_model.service_name}:{operation}")
+        return real(self, operation, params)
+
+    BaseClient._make_api_call = counted
+    cursor: list[str | None] = [None]
+
+    def tick(instance) -> dict:
+        calls.clear()
+        with dg.build_sensor_context(instance=instance, cursor=cursor[0], resources=resources) as ctx:
+            started = time.perf_counter()
+            result = sensor(ctx)
+            seconds = time.perf_counter() - started
+        cursor[0] = result.cursor
+        counts: dict[str, int] = {}
+        for c in calls:
+            counts[c] = counts.get(c, 0) + 1
+        return {"s": round(seconds, 3), "run_requests": len(result.run_requests or []),
+                "files": sum(int(r.tags["lakehouse/files"]) for r in result.run_requests or []),
+                "s3_requests": sum(v for k, v in counts.items() if k.startswith("s3:")),
+                "sqs_requests": sum(v for k, v in counts.items() if k.startswith("sqs:")), "requests": counts}
+
+    results, logged, landed = [], 0, 0
+    now = datetime.now(timezone.utc)
+    with dg.instance_for_test() as instance:
+        tick(instance)  # the first full sweep of the (empty) bucket
+        for size in sizes:
+            while logged < size:  # the log grows as Bronze's writes would grow it, in appends
+                n = min(250_000, size - logged)
+                log.append(pa.Table.from_pylist([
+                    {"entity": "post", "source_uri": f"s3://{bucket}/landing/input/post/2025/01/01/f{i:07d}.csv",
+                     "source_etag": uuid.uuid4().hex, "source_size": 100, "source_modified_at": now,
+                     "batch_id": f"bench-{i // 200}", "status": "loaded", "rows": 1, "malformed_rows": 0,
+                     "message": None, "ingested_at": now} for i in range(logged, logged + n)],
+                    schema=log.schema().as_arrow()))
+                logged += n
+            (work / "state" / "settled.sqlite").unlink(missing_ok=True)  # a restart: the index is rebuilt
+            restart = tick(instance)
+            keys = [f"landing/input/post/2026/12/04/new-{landed + i:05d}.csv" for i in range(new)]
+            for key in keys:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"type,id\r\npost,1\r\n")
+            landed += new
+            with_new = tick(instance)
+            quiet = tick(instance)
+            results.append({"settled_files": size, "new_files": new, "restart_tick": restart, "tick_with_new": with_new,
+                            "quiet_tick": quiet})
+            print(json.dumps(results[-1]), file=sys.stderr)
+    print(json.dumps(results))
+    server.stop()
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -225,6 +225,25 @@ class S3LandingZone:
                         continue
                     yield self._file(key, obj["Size"], obj["LastModified"], obj["ETag"])
 
+    def list_after(self, entity: Entity, start_after: str | None, pages: int) -> tuple[list[LandedFile], str | None]:
+        """Up to `pages` pages (1,000 keys each) of the entity's files in key order after the key `start_after`
+        (relative to the landing root, like `LandedFile.key`), and where to go on from: None once the listing
+        reached the end. What a sweep lists in a tick, so that no tick lists the whole bucket."""
+        prefix = self.prefix + entity_prefix(entity)
+        files: list[LandedFile] = []
+        after = self.prefix + start_after if start_after else None
+        for _ in range(pages):
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **({"StartAfter": after} if after else {}))
+            contents = page.get("Contents", [])
+            for obj in contents:
+                key = obj["Key"]
+                if not key.endswith("/") and not _hidden(key[len(self.prefix):]):
+                    files.append(self._file(key, obj["Size"], obj["LastModified"], obj["ETag"]))
+            if not page.get("IsTruncated") or not contents:
+                return files, None
+            after = contents[-1]["Key"]
+        return files, after[len(self.prefix):]
+
     def describe(self, key: str) -> LandedFile:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)

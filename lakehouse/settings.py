@@ -99,6 +99,11 @@ class LakehouseSettings:
     sensor_interval_seconds: int = 5
     sensor_batch_size: int = 200
     sensor_max_runs_per_tick: int = 25
+    # AWS: the SQS queue the input bucket's ObjectCreated events go to (docs/aws.md). Set, the sensor reads the
+    # queue each tick and lists the bucket only in a sweep every `sweep_interval_seconds`; unset, it lists each tick.
+    sqs_queue_url: str | None = None
+    sqs_dead_letter_url: str | None = None  # where messages of files the sensor gave up on go, with the cause
+    sweep_interval_seconds: int = 3600
     # Silver's quarantine_rate checks warn above this share of a batch's rows, per entity.
     quarantine_max_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUARANTINE_MAX_RATE))
 
@@ -131,6 +136,11 @@ class LakehouseSettings:
         return self.athena_output_location or f"s3://{self.s3_bucket}/athena-results/"
 
     @property
+    def state_path(self) -> Path:
+        """What the sensor keeps between ticks beside its cursor: the settled index (a cache of the log)."""
+        return self.home_abs / "state"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home_abs / "dagster"
 
@@ -149,6 +159,7 @@ KNOWN_VARIABLES = (
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
     "LAKEHOUSE_SENSOR_BATCH_SIZE", "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "LAKEHOUSE_QUARANTINE_MAX_RATE",
+    "LAKEHOUSE_SQS_QUEUE_URL", "LAKEHOUSE_SQS_DEAD_LETTER_URL", "LAKEHOUSE_SWEEP_INTERVAL",
 )
 # local, local[4], local[*], local[4,2] (with retries), local-cluster[2,1,1024], spark://h:7077[,h2:7077], yarn,
 # k8s://https://..., mesos://...
@@ -296,6 +307,12 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         if not glue_job:
             read.problems.append("LAKEHOUSE_COMPUTE='glue' needs LAKEHOUSE_GLUE_JOB: the Glue job that runs "
                                  "lakehouse.job (docs/aws.md)")
+    sqs_url = re.compile(r"^https?://\S+/\d{12}/[\w-]{1,80}$|^https?://\S+/[\w-]{1,80}$")
+    queue = read.matching("LAKEHOUSE_SQS_QUEUE_URL", None, sqs_url,
+                          "an SQS queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>")
+    if queue and environment is not Environment.AWS:
+        read.problems.append("LAKEHOUSE_SQS_QUEUE_URL needs LAKEHOUSE_ENV=aws: S3 events come from the input bucket; "
+                             "a local landing folder is listed")
     settings = LakehouseSettings(
         environment=environment,
         home=home,
@@ -332,6 +349,9 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         sensor_interval_seconds=read.positive_int("LAKEHOUSE_SENSOR_INTERVAL", 5, 3600),
         sensor_batch_size=read.positive_int("LAKEHOUSE_SENSOR_BATCH_SIZE", 200, 100_000),
         sensor_max_runs_per_tick=read.positive_int("LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", 25, 1000),
+        sqs_queue_url=queue,
+        sqs_dead_letter_url=read.matching("LAKEHOUSE_SQS_DEAD_LETTER_URL", None, sqs_url, "an SQS queue URL"),
+        sweep_interval_seconds=read.positive_int("LAKEHOUSE_SWEEP_INTERVAL", 3600, 7 * 86400),
         quarantine_max_rate=read.parsed(
             "LAKEHOUSE_QUARANTINE_MAX_RATE", dict(DEFAULT_QUARANTINE_MAX_RATE), parse_quarantine_rates,
             f"use a share between 0 and 1 (0.1) or per entity ({', '.join(f'{e}=0.05' for e in ENTITIES)})"),

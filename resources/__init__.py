@@ -17,6 +17,8 @@ def landing_resource(settings: LakehouseSettings) -> LandingZoneResource:
             prefix=settings.s3_prefix,
             region_name=settings.aws_region,
             endpoint_url=settings.aws_endpoint,
+            queue_url=settings.sqs_queue_url,
+            dead_letter_url=settings.sqs_dead_letter_url,
         )
     return LocalLandingZoneResource(root=str(settings.landing_root))
 

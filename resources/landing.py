@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.events import EventQueue
 from lakehouse.landing import LandingZone, LocalLandingZone, S3LandingZone
 
 
@@ -12,6 +13,10 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     def zone(self) -> LandingZone:
         raise NotImplementedError
+
+    def queue(self) -> EventQueue | None:
+        """The queue of the zone's ObjectCreated events, when it has one; None: the sensor lists the zone."""
+        return None
 
 
 class LocalLandingZoneResource(LandingZoneResource):
@@ -35,9 +40,19 @@ class S3LandingZoneResource(LandingZoneResource):
     prefix: str = ""
     region_name: str | None = None
     endpoint_url: str | None = None  # an S3-compatible endpoint other than AWS (a test server, a VPC endpoint)
+    queue_url: str | None = None  # the SQS queue the bucket sends its ObjectCreated events to
+    dead_letter_url: str | None = None
 
     def zone(self) -> LandingZone:
         from dagster_aws.s3 import S3Resource
 
         client = S3Resource(region_name=self.region_name, endpoint_url=self.endpoint_url).get_client()
         return S3LandingZone(client, self.bucket, self.prefix)
+
+    def queue(self) -> EventQueue | None:
+        if not self.queue_url:
+            return None
+        import boto3
+
+        client = boto3.client("sqs", region_name=self.region_name, endpoint_url=self.endpoint_url)
+        return EventQueue(client, self.queue_url, self.bucket, self.prefix, self.dead_letter_url)

@@ -1,12 +1,21 @@
 """The landing-zone sensor: the AWS Lambda S3 trigger and Step Functions type choice of the original design.
 
-Each tick lists the landing zone in full (S3 lists in key order, so a "since key" cursor misses keys that arrive
-out of order), drops every file version the ingestion log has settled, and asks for runs of at most
+Where files are found:
+- AWS with a queue (`LAKEHOUSE_SQS_QUEUE_URL`): the bucket's ObjectCreated events, long-polled from SQS each tick
+  (lakehouse/events.py); a message is deleted only once the ingestion log has settled what it names. The bucket is
+  listed only by the sweep, every `LAKEHOUSE_SWEEP_INTERVAL` seconds, a bounded number of pages per tick, and
+  only from a day before the newest date-prefixed key where the keys allow it (a full sweep once a day, and when
+  the cursor is reset): it finds what an event never brought.
+- Otherwise (a local folder, or S3 without a queue): the zone is listed each tick, in full (S3 lists in key order,
+  so a "since key" cursor misses keys that arrive out of order).
+Either way it drops every file version the ingestion log has settled, asked of the settled index (a SQLite cache
+of the log brought up to date from the log's new appends, `ingestion.SettledIndex`), and asks for runs of at most
 `batch_size` files per entity. A run ingests its files into Bronze and updates Silver and Gold after it.
 
 Exactly once: the ingestion log in the lakehouse is the final word, and the Bronze step checks it again before
 it writes. The cursor only remembers what was requested recently, so that a queued run is not asked for again
-every tick; losing it costs a duplicate request that Bronze turns away, never a duplicate row.
+every tick; losing it (or the index, or an event) costs a duplicate request that Bronze turns away, never a
+duplicate row.
 """
 
 from __future__ import annotations
@@ -14,15 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
-from typing import Callable
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Callable, Iterable
 
 import dagster as dg
 
 from lakehouse import engine
 from lakehouse.contracts import Entity
-from lakehouse.ingestion import IngestionIndex, read_log
-from lakehouse.landing import LandedFile, LandingZone
+from lakehouse.events import EventQueue, Message
+from lakehouse.ingestion import Settled, SettledIndex
+from lakehouse.landing import LandedFile, LandingZone, entity_prefix
 from lakehouse.settings import LakehouseSettings
 from resources import LakehouseResource, LandingZoneResource
 from resources.runs import failure_cause, reap_dead_runs
@@ -36,6 +48,20 @@ VANISHED_AFTER_SECONDS = 120  # a requested run shows up in the instance within 
 IN_PROGRESS = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+# The queue: a message naming a file not settled yet comes back this long after a tick looked at it (a run takes
+# seconds to minutes; each look is one receive). One tick takes up to MAX_MESSAGES; an empty queue answers after
+# LONG_POLL_SECONDS, which keeps a quiet tick short.
+RECHECK_SECONDS = 60
+MAX_MESSAGES = 500
+LONG_POLL_SECONDS = 1
+# An in-flight file whose message never came back is forgotten after SQS's longest retention.
+FORGET_AFTER_SECONDS = 14 * 86400
+# The sweep: at most this many pages of 1,000 keys per entity per tick (a sensor evaluation must end within 60 s);
+# an incremental sweep starts a day before the newest date-prefixed key it saw; a full one runs once a day.
+SWEEP_PAGES_PER_TICK = 20
+SWEEP_LOOKBACK = timedelta(days=1)
+FULL_SWEEP_SECONDS = 86400
+_DATED = re.compile(r"^(\d{4})([/-])(\d{2})\2(\d{2})(?=[/\-_.])")
 
 
 def downstream_of(entity: Entity) -> list[dg.AssetKey]:
@@ -76,6 +102,16 @@ class RunState:
     status: dg.DagsterRunStatus
 
 
+@dataclass
+class Sweep:
+    """The sweep's place: when the next one is due, and, while one runs, where each entity's listing goes on."""
+
+    due_at: float = 0.0  # 0: at the next tick (a new or reset cursor starts with a full sweep)
+    full_at: float = 0.0  # when the last full sweep started
+    listing: dict[str, str] = field(default_factory=dict)  # entity -> key to list after ("": the start)
+    newest: dict[str, str] = field(default_factory=dict)  # entity -> the newest key a sweep saw
+
+
 def _load_cursor(raw: str | None) -> dict[str, InFlight]:
     if not raw:
         return {}
@@ -83,6 +119,54 @@ def _load_cursor(raw: str | None) -> dict[str, InFlight]:
         return {uri: InFlight(**v) for uri, v in json.loads(raw).get("in_flight", {}).items()}
     except (ValueError, TypeError):  # an unreadable cursor is the same as a lost one
         return {}
+
+
+def _load_sweep(raw: str | None) -> Sweep:
+    try:
+        return Sweep(**json.loads(raw).get("sweep", {})) if raw else Sweep()
+    except (ValueError, TypeError, AttributeError):
+        return Sweep()
+
+
+def sweep_start(entity: Entity, newest: str | None) -> str:
+    """Where an incremental sweep of the entity starts: after the key prefix of the day before the newest
+    date-prefixed key (`input/post/2026/12/03`, `input/post/2026-12-03`); "" (the start) when keys are not dated."""
+    prefix = entity_prefix(entity)
+    if not newest or not newest.startswith(prefix):
+        return ""
+    m = _DATED.match(newest[len(prefix):])
+    if not m:
+        return ""
+    try:
+        day = date(int(m[1]), int(m[3]), int(m[4])) - SWEEP_LOOKBACK
+    except ValueError:
+        return ""
+    sep = m[2]
+    return f"{prefix}{day.year:04d}{sep}{day.month:02d}{sep}{day.day:02d}"
+
+
+def sweep_tick(zone, sweep: Sweep, now: float, interval: int) -> tuple[dict[Entity, list[LandedFile]], bool]:
+    """The files this tick's share of the sweep lists (nothing when none is due), and whether a sweep ended."""
+    if not sweep.listing and now >= sweep.due_at:
+        full = now - sweep.full_at >= FULL_SWEEP_SECONDS
+        sweep.listing = {e.value: "" if full else sweep_start(e, sweep.newest.get(e.value)) for e in Entity}
+        if full:
+            sweep.full_at = now
+    found: dict[Entity, list[LandedFile]] = {}
+    for value, after in list(sweep.listing.items()):
+        entity = Entity(value)
+        files, more = zone.list_after(entity, after or None, SWEEP_PAGES_PER_TICK)
+        found[entity] = files
+        if files:
+            sweep.newest[value] = max(sweep.newest.get(value, ""), files[-1].key)
+        if more is None:
+            del sweep.listing[value]
+        else:
+            sweep.listing[value] = more
+    ended = bool(found) and not sweep.listing
+    if ended:
+        sweep.due_at = now + interval
+    return found, ended
 
 
 def why_again(flight: InFlight, runs: dict[str, RunState], now: float) -> str | None:
@@ -114,16 +198,17 @@ def _request(entity: Entity, run_key: str, keys: list[str] | None, nbytes: int |
 
 def plan(
     zone: LandingZone,
-    index: IngestionIndex,
+    index: Settled,
     in_flight: dict[str, InFlight],
     batch_size: int,
     now: float,
     runs: dict[str, RunState] | None = None,
     max_runs: int = 25,
     cause_of: Callable[[RunState], str] = lambda run: "",
+    files: dict[Entity, Iterable[LandedFile]] | None = None,
 ) -> tuple[list[dg.RunRequest], dict[str, InFlight], list[tuple[str, str]]]:
     """Run requests for the unsettled files, the in-flight set to remember, and files given up on this tick
-    (key, cause).
+    (key, cause). `files`: the files to look at per entity (the events and the sweep's); None: list the zone.
 
     A requested file stays in flight until its run succeeds. A run that failed or vanished is asked for again:
     the whole of it when the log has not settled the file, only Silver and Gold (a catch-up run) when Bronze did
@@ -137,7 +222,7 @@ def plan(
     for entity in Entity:
         pending: list[tuple[LandedFile, int]] = []
         catch_up: list[tuple[LandedFile, InFlight]] = []
-        for f in zone.list_files(entity):
+        for f in zone.list_files(entity) if files is None else files.get(entity, ()):
             flight = in_flight.get(f.uri)
             if flight and flight.same_version(f):
                 settled = index.has_version(f.uri, flight.etag)
@@ -202,10 +287,68 @@ def run_states(instance: dg.DagsterInstance, run_keys: set[str]) -> dict[str, Ru
     return states
 
 
+def from_events(messages: list[Message], swept: dict[Entity, list[LandedFile]]) -> dict[Entity, list[LandedFile]]:
+    """The files to look at this tick, one version per file: what the sweep listed (the object as it is now),
+    else the newest event's (an object written twice in a row has two events)."""
+    chosen: dict[str, LandedFile] = {}
+    for message in messages:
+        for f in message.files:
+            if f.uri not in chosen or f.modified_at >= chosen[f.uri].modified_at:
+                chosen[f.uri] = f
+    for entity_files in swept.values():
+        chosen.update((f.uri, f) for f in entity_files)
+    by_entity: dict[Entity, list[LandedFile]] = {e: [] for e in Entity}
+    for f in chosen.values():
+        by_entity[f.entity].append(f)
+    return by_entity
+
+
+def settle_messages(queue: EventQueue, messages: list[Message], zone: LandingZone, index: Settled,
+                    in_flight: dict[str, InFlight], runs: dict[str, RunState]) -> dict[str, int]:
+    """Delete the messages whose every file version is settled (or was replaced or deleted before it could be:
+    the newer version has an event of its own, and the sweep is the backstop); move aside those of a file the
+    sensor gave up on; look at the rest again in RECHECK_SECONDS. Counts per outcome."""
+    done: list[Message] = []
+    again: list[Message] = []
+    counts = {"deleted": 0, "again": 0, "set_aside": 0, "unreadable": 0}
+    for message in messages:
+        if message.problem:
+            counts["unreadable"] += 1
+            queue.set_aside(message, message.problem)
+            done.append(message)
+            continue
+        state = "done"
+        for f in message.files:
+            if index.has_version(f.uri, f.etag):
+                continue
+            flight = in_flight.get(f.uri)
+            if flight and flight.etag == f.etag and flight.gave_up:
+                queue.set_aside(message, f"{f.key}: {flight.gave_up}")
+                counts["set_aside"] += 1
+                state = "aside"
+                break
+            run = runs.get(flight.run_key) if flight and flight.etag == f.etag else None
+            waiting = flight is not None and flight.etag == f.etag and (run is None or run.status in IN_PROGRESS)
+            if waiting or zone.unchanged(f):  # still this version: its run is coming, or a retry is
+                state = "again"
+            elif flight is not None and flight.etag == f.etag:
+                del in_flight[f.uri]  # replaced or deleted, and its run is over: nothing left to wait for
+        if state == "again":
+            again.append(message)
+        else:
+            done.append(message)
+    queue.delete(done)
+    queue.look_again_in(again, RECHECK_SECONDS)
+    counts["deleted"] = len(done) - counts["set_aside"] - counts["unreadable"]
+    counts["again"] = len(again)
+    return counts
+
+
 def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
-        description="Starts a run for each batch of newly landed files, routed by prefix (post or comment).",
+        description="Starts a run for each batch of newly landed files (from S3 events, or by listing the landing "
+                    "zone), routed by prefix (post or comment).",
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         target=dg.AssetSelection.all(),
@@ -214,29 +357,53 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext, landing: LandingZoneResource, lakehouse: LakehouseResource
     ) -> dg.SensorResult:
         started = time.perf_counter()
+        now = time.time()
         # Runs whose worker died would hold their pool slots (and stay STARTED) forever: end them first.
         for run_id in reap_dead_runs(context.instance):
             context.log.warning(f"run {run_id} had died (its worker process is gone): marked failed, slots freed")
         zone = landing.zone()
-        index = IngestionIndex(read_log(lakehouse.catalog()))
+        queue = landing.queue()
         previous = _load_cursor(context.cursor)
+        sweep = _load_sweep(context.cursor)
         runs = run_states(context.instance, {f.run_key for f in previous.values() if f.run_key and not f.gave_up})
-        requests, in_flight, given_up = plan(
-            zone, index, previous, settings.sensor_batch_size, time.time(), runs, settings.sensor_max_runs_per_tick,
-            cause_of=lambda run: failure_cause(context.instance, run.run_id),
-        )
+        with SettledIndex(settings.state_path / "settled.sqlite") as index:
+            index.refresh(lakehouse.catalog())
+            files, messages, note = None, [], ""
+            if queue is not None:
+                messages = queue.receive(MAX_MESSAGES, LONG_POLL_SECONDS)
+                swept, ended = sweep_tick(zone, sweep, now, settings.sweep_interval_seconds)
+                files = from_events(messages, swept)
+                note = (f"; {len(messages)} messages"
+                        + (f", sweep listed {sum(map(len, swept.values()))} files" if swept else "")
+                        + (" (sweep done)" if ended else ""))
+            requests, in_flight, given_up = plan(
+                zone, index, previous, settings.sensor_batch_size, now, runs, settings.sensor_max_runs_per_tick,
+                cause_of=lambda run: failure_cause(context.instance, run.run_id), files=files,
+            )
+            if queue is not None:
+                # Files whose messages are out of sight this tick stay in flight until their messages come back.
+                seen = {f.uri for entity_files in files.values() for f in entity_files}
+                in_flight.update({uri: flight for uri, flight in previous.items()
+                                  if uri not in seen and uri not in in_flight
+                                  and now - flight.requested_at < FORGET_AFTER_SECONDS})
+                counts = settle_messages(queue, messages, zone, index, in_flight, runs)
+                note += "".join(f", {n} {what}" for what, n in counts.items() if n)
+            if index.rebuilt:
+                note += f"; settled index rebuilt from the log ({index.rows_read} rows)"
         for key, cause in given_up:  # once: the cursor remembers it was given up on
             context.log.error(f"giving up on {key} after {MAX_ATTEMPTS} attempts ({cause}); land a new version of "
                               "the file or run `lakehouse reprocess` to try again")
         context.log.info(
             f"{len(requests)} run requests for {sum(int(r.tags['lakehouse/files']) for r in requests)} files; "
-            f"{len(in_flight)} in flight; tick {time.perf_counter() - started:.2f}s"
+            f"{len(in_flight)} in flight{note}; tick {time.perf_counter() - started:.2f}s"
         )
         if (requests or in_flight) and engine.wanted(settings):
             # The sensor supervises the warm engine: started (or started again after a crash) when there is work,
             # without waiting; the runs it requests wait for it to answer.
             engine.start(settings, wait=False)
-        cursor = json.dumps({"in_flight": {uri: vars(v) for uri, v in in_flight.items()}})
-        return dg.SensorResult(run_requests=requests, cursor=cursor)
+        cursor = {"in_flight": {uri: vars(v) for uri, v in in_flight.items()}}
+        if queue is not None:
+            cursor["sweep"] = vars(sweep)
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return landing_zone_sensor

@@ -202,7 +202,8 @@ def test_the_iam_policy_is_a_valid_policy_document(moto_endpoint):
     text = (Path(__file__).resolve().parents[1] / "deploy" / "iam-policy.json").read_text()
     for placeholder, value in (("LAKEHOUSE_BUCKET", "my-lake"), ("LANDING_PREFIX", "landing"),
                                ("AWS_REGION", "eu-west-1"), ("AWS_ACCOUNT_ID", "123456789012"),
-                               ("ATHENA_WORKGROUP", "lakehouse"), ("GLUE_JOB_NAME", "lakehouse-step")):
+                               ("ATHENA_WORKGROUP", "lakehouse"), ("GLUE_JOB_NAME", "lakehouse-step"),
+                               ("LANDING_QUEUE", "lake-landed")):
         text = text.replace(placeholder, value)
     iam = boto3.client("iam", endpoint_url=moto_endpoint)
     policy = iam.create_policy(PolicyName=f"lakehouse-{uuid.uuid4().hex[:6]}", PolicyDocument=text)["Policy"]
@@ -210,5 +211,6 @@ def test_the_iam_policy_is_a_valid_policy_document(moto_endpoint):
     actions = {a for s in json.loads(text)["Statement"] for a in s["Action"]}
     # What the code calls: sensor and Bronze (S3), pyiceberg (Glue), the query resource (Athena), Pipes (Glue jobs).
     assert {"s3:ListBucket", "s3:GetObject", "glue:UpdateTable", "athena:StartQueryExecution",
-            "athena:GetQueryResults", "glue:StartJobRun", "logs:GetLogEvents"} <= actions
+            "athena:GetQueryResults", "glue:StartJobRun", "logs:GetLogEvents", "sqs:ReceiveMessage",
+            "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"} <= actions
     assert not any(a.endswith(":*") or a == "*" for a in actions)

@@ -34,6 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
     ({"LAKEHOUSE_ICEBERG_PROVIDED": "maybe"}, ["LAKEHOUSE_ICEBERG_PROVIDED"], "true"),
     ({"LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": "s3://my-bucket"}, ["LAKEHOUSE_S3_BUCKET"], "without s3://"),
     ({"LAKEHOUSE_ATHENA_OUTPUT": "my-bucket/results"}, ["LAKEHOUSE_ATHENA_OUTPUT"], "s3://"),
+    ({"LAKEHOUSE_SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/landed"},
+     ["LAKEHOUSE_SQS_QUEUE_URL", "LAKEHOUSE_ENV=aws"], "listed"),
+    ({"LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": "b-1", "LAKEHOUSE_SQS_QUEUE_URL": "arn:aws:sqs:eu-west-1:1:q"},
+     ["LAKEHOUSE_SQS_QUEUE_URL"], "queue URL"),
+    ({"LAKEHOUSE_SWEEP_INTERVAL": "0"}, ["LAKEHOUSE_SWEEP_INTERVAL"], "whole number"),
     ({"LAKEHOUSE_COMPUTEE": "glue"}, ["LAKEHOUSE_COMPUTEE", "did you mean LAKEHOUSE_COMPUTE"], "not a lakehouse"),
 ])
 def test_a_wrong_setting_names_the_variable_and_what_is_accepted(env, names, accepted):
