@@ -5,7 +5,8 @@ log on the S3 event path (issue 15).
     python bench/sensor_ticks.py --queue --sizes 1000 100000 1000000 [--new 10]
 
 Local: for each size, N small files land, then the tick is timed twice: on first sight (every file new: listed,
-hashed, batched into run requests) and in steady state (every file already in the ingestion log).
+hashed, batched into run requests) and in steady state (every file already in the ingestion log). --watch on (the
+default): after the first tick the sensor looks only at what the folder's notifications name; off: it lists.
 
 --queue: a moto server on loopback (S3 sends ObjectCreated events to SQS itself). For each size the ingestion log
 is grown to N settled files (appended through pyiceberg to the Glue catalog, as Bronze's log writes would), then:
@@ -35,11 +36,14 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--queue", action="store_true", help="the S3 event path on a moto server")
     parser.add_argument("--new", type=int, default=10, help="--queue: files landed per measured tick")
+    parser.add_argument("--watch", choices=("on", "off"), default="on",
+                        help="local: file notifications (on) or a listing every tick (off)")
     args = parser.parse_args()
     if args.queue:
         return queue_ticks(args.sizes, args.new)
     work = Path(tempfile.mkdtemp(prefix="lakehouse-ticks-"))
     os.environ["LAKEHOUSE_HOME"] = str(work)
+    os.environ["LAKEHOUSE_LANDING_WATCH"] = args.watch
 
     import dagster as dg
     import pyarrow as pa
@@ -63,21 +67,18 @@ def main() -> int:
     resources = {"landing": LocalLandingZoneResource(root=str(settings.landing_root)),
                  "lakehouse": LakehouseResource.from_settings(settings)}
 
+    cursor: list[str | None] = [None]  # carried from tick to tick, as the daemon does
+
     def tick() -> tuple[float, int]:
-        with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+        with dg.instance_for_test() as instance, dg.build_sensor_context(
+                instance=instance, resources=resources, cursor=cursor[0]) as ctx:
             started = time.perf_counter()
             result = sensor(ctx)
+            cursor[0] = result.cursor
             return time.perf_counter() - started, len(result.run_requests or [])
 
-    results, landed = [], 0
-    folder = zone.path_for(entity_prefix(Entity.POST))
-    folder.mkdir(parents=True, exist_ok=True)
-    for size in args.sizes:
-        for i in range(landed, size):
-            (folder / f"f{i:07d}.csv").write_bytes(f"type,id\r\npost,{i}\r\n".encode())
-        landed = size
-        first_s, requests = tick()
-        # Settle every file in the log, as the runs would.
+    def settle() -> None:
+        """Every landed file into the log, as the runs would."""
         log = catalog.load_table(INGESTION_LOG.identifier)
         now = datetime.now(timezone.utc)
         existing = {r["source_uri"] for r in log.scan(selected_fields=("source_uri",)).to_arrow().to_pylist()}
@@ -88,9 +89,32 @@ def main() -> int:
             for f in zone.list_files(Entity.POST) if f.uri not in existing
         ]
         log.append(pa.Table.from_pylist(rows, schema=log.schema().as_arrow()))
-        steady_s, steady_requests = tick()
+
+    results, landed = [], 0
+    folder = zone.path_for(entity_prefix(Entity.POST))
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = Path(work) / "extra"
+    extra.mkdir()
+    for size in args.sizes:
+        for i in range(landed, size):
+            (folder / f"f{i:07d}.csv").write_bytes(f"type,id\r\npost,{i}\r\n".encode())
+        landed = size
+        first_s, requests = tick()
+        settle()
+        time.sleep(2)  # the burst's notifications delivered (watchdog holds them half a second)
+        after_s, _ = tick()  # what is left of the burst
+        steady_s, steady_requests = tick()  # nothing new
+        names = [f"new-{size}-{i}.csv" for i in range(10)]
+        for name in names:  # ten files landed the way `lakehouse land` does it (dot-file, then rename)
+            (extra / name).write_bytes(b"type,id\r\npost,x\r\n")
+            zone.land(extra / name, Entity.POST)
+        time.sleep(1)
+        ten_s, ten_requests = tick()
+        settle()
         results.append({"keys": size, "first_sight_s": round(first_s, 2), "run_requests": requests,
-                        "steady_state_s": round(steady_s, 2), "steady_requests": steady_requests})
+                        "after_burst_s": round(after_s, 2), "steady_state_s": round(steady_s, 2),
+                        "steady_requests": steady_requests, "ten_new_s": round(ten_s, 3),
+                        "ten_new_requests": ten_requests})
         print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps(results))
     shutil.rmtree(work, ignore_errors=True)

@@ -314,6 +314,15 @@ def cmd_engine(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    settings = load_settings()
+    settings.sweep_request_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.sweep_request_path.touch()
+    print("a full sweep is asked for: the landing_zone_sensor lists every landed file at its next tick and asks for "
+          "runs for what the ingestion log has not settled (its tick log says so)")
+    return 0
+
+
 def cmd_class_cache(args) -> int:
     from lakehouse import class_cache
 
@@ -404,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
 
     operator("refresh", "rebuild Silver and Gold from Bronze (after a cleaning rule or a Gold formula changed)",
              why_required=False).set_defaults(func=cmd_refresh)
+    sub.add_parser("sweep", help="have the landing-zone sensor list every landed file at its next tick (it "
+                   "finds files whose event was lost)").set_defaults(func=cmd_sweep)
     eng = sub.add_parser("engine", help="the warm Spark engine runs attach to (the sensor starts it; "
                          "docs/runbook.md)")
     eng.add_argument("action", choices=["start", "stop", "status"])

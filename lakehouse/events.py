@@ -22,6 +22,9 @@ from lakehouse.landing import LandedFile, _hidden, entity_for_key
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10  # SQS's limit per receive, delete or visibility change
+# A received message stays out of sight this long, whatever the queue's default: longer than a tick may take
+# (a sensor evaluation ends within 60 s), so the tick still holds it when it deletes it or sets it to come back.
+RECEIVED_FOR_SECONDS = 120
 
 
 @dataclass
@@ -84,7 +87,7 @@ class EventQueue:
         while len(messages) < max_messages:
             answer = self.client.receive_message(
                 QueueUrl=self.url, MaxNumberOfMessages=min(MAX_BATCH, max_messages - len(messages)),
-                WaitTimeSeconds=wait)
+                WaitTimeSeconds=wait, VisibilityTimeout=RECEIVED_FOR_SECONDS)
             batch = answer.get("Messages", [])
             if not batch:
                 break
@@ -114,14 +117,20 @@ class EventQueue:
                 for i, m in enumerate(chunk)])
             _raise_failed("change the visibility of", answer)
 
-    def set_aside(self, message: Message, cause: str) -> bool:
-        """Move a message the sensor gave up on to the dead-letter queue, with the cause as an attribute (an
-        operator's list of what needs them); False when no dead-letter queue is configured (the message is then
-        deleted, and the sensor's cursor and log keep the cause)."""
+    def set_aside(self, message: Message, cause: str) -> bool | None:
+        """Copy a message the sensor gave up on to the dead-letter queue, with the cause as an attribute (an
+        operator's list of what needs them); the caller deletes it here. None: no dead-letter queue is configured
+        (the sensor's cursor and log keep the cause); False: it refused (the message stays, looked at again)."""
         if not self.dead_letter_url:
+            return None
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.send_message(QueueUrl=self.dead_letter_url, MessageBody=message.body, MessageAttributes={
+                "lakehouse_cause": {"DataType": "String", "StringValue": cause[:1000]}})
+        except (BotoCoreError, ClientError) as exc:
+            log.error("cannot set message %s aside in %s: %s", message.message_id, self.dead_letter_url, exc)
             return False
-        self.client.send_message(QueueUrl=self.dead_letter_url, MessageBody=message.body, MessageAttributes={
-            "lakehouse_cause": {"DataType": "String", "StringValue": cause[:1000]}})
         return True
 
 
@@ -134,7 +143,8 @@ def _raise_failed(what: str, answer: dict) -> None:
     failed = answer.get("Failed") or []
     # A receipt handle that expired (the message came back to another receiver) is not an error: the message is
     # looked at again when it is received again.
-    real = [f for f in failed if f.get("Code") not in ("ReceiptHandleIsInvalid", "InvalidParameterValue")]
+    real = [f for f in failed if f.get("Code") not in (
+        "ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight")]
     if real:
         raise RuntimeError(f"SQS could not {what} {len(real)} messages: {real[0].get('Code')}: {real[0].get('Message')}")
     for f in failed:

@@ -6,13 +6,15 @@ default) and `S3LandingZone` (a bucket and prefix). Callers never branch on whic
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
 from lakehouse.contracts import Entity
@@ -162,6 +164,35 @@ class LocalLandingZone:
         path = self.path_for(key)
         return self.with_etag(self._file(path, path.stat()))
 
+    def files_at(self, paths: set[str]) -> Iterator[LandedFile]:
+        """The landed files among `paths` (a folder: the files under it), as `list_files` would list them; paths
+        gone, outside the entity prefixes or hidden are nothing."""
+        prefixes = [self.path_for(entity_prefix(e)) for e in Entity]
+        seen: set[Path] = set()
+        for raw in sorted(paths):
+            path = Path(raw)
+            if not any(path.is_relative_to(p) for p in prefixes) or _hidden(path.relative_to(self.root).as_posix()):
+                continue
+            try:
+                stat = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if path.is_dir():
+                for root, dirs, names in os.walk(path):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    for name in sorted(n for n in names if not n.startswith(".")):
+                        child = Path(root) / name
+                        with contextlib.suppress(FileNotFoundError):
+                            if child not in seen:
+                                seen.add(child)
+                                yield self._file(child, child.stat())
+            elif path not in seen:
+                seen.add(path)
+                yield self._file(path, stat)
+
+    def watch(self) -> tuple[FolderWatch, bool]:
+        return FolderWatch.of(self.root)
+
     def with_etag(self, file: LandedFile) -> LandedFile:
         return file if file.etag else replace(file, etag=md5_file(self.path_for(file.key)))
 
@@ -194,6 +225,71 @@ class LocalLandingZone:
                 dst.write(block)
         os.replace(tmp, target)
         return self.describe(target.relative_to(self.root).as_posix())
+
+
+class FolderWatch:
+    """What was created, moved in or written under a landing folder since the last `drain`, from the operating
+    system's file notifications (watchdog: inotify on Linux, FSEvents on macOS, in a background thread).
+
+    The local stand-in for the bucket's events: a tick looks at what changed, not at every file ever landed. One
+    watch per folder per process (the code server that evaluates the sensor lives across ticks); a watch new to this
+    process saw nothing before it started, so its first tick lists the folder once (`of` says so).
+    """
+
+    _watches: dict[Path, "FolderWatch"] = {}
+    _registry = threading.Lock()
+
+    def __init__(self, root: Path):
+        from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+                                     FileMovedEvent, FileSystemEventHandler)
+        from watchdog.observers import Observer
+
+        self.root = root
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
+        watch = self
+
+        class Collect(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                with watch._lock:
+                    watch._changed.update(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
+
+        self.observer = Observer()
+        self.observer.daemon = True
+        # A file is news when it is created, closed after writing (inotify; a rewrite in place) or moved in; a
+        # folder when created or moved in (its files may bring no events of their own). Every write() and every
+        # read (Bronze opens the files) would be an event too: left out, they made a 100,000-file burst a
+        # quarter of a million events.
+        self.observer.schedule(Collect(), str(root), recursive=True, event_filter=[
+            FileCreatedEvent, FileClosedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent])
+        self.observer.start()
+
+    @classmethod
+    def of(cls, root: Path) -> tuple["FolderWatch", bool]:
+        """This process's watch of `root`, and whether it started just now (again, if the last one stopped)."""
+        with cls._registry:
+            watch = cls._watches.get(root)
+            if watch is not None and watch.alive():
+                return watch, False
+            if watch is not None:
+                watch.observer.stop()
+            cls._watches[root] = watch = cls(root)
+            return watch, True
+
+    def put_back(self, paths: Iterable[str]) -> None:
+        """Paths a tick could not take (more files than its runs): the next drain gives them again."""
+        with self._lock:
+            self._changed.update(paths)
+
+    def alive(self) -> bool:
+        # The observer thread outlives its emitters: watchdog stops watching a folder that was deleted or moved.
+        return self.observer.is_alive() and all(e.is_alive() for e in self.observer.emitters)
+
+    def drain(self) -> set[str]:
+        """The paths changed since the last drain (files, and folders moved in whole)."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        return changed
 
 
 class S3LandingZone:

@@ -104,6 +104,9 @@ class LakehouseSettings:
     sqs_queue_url: str | None = None
     sqs_dead_letter_url: str | None = None  # where messages of files the sensor gave up on go, with the cause
     sweep_interval_seconds: int = 3600
+    # Local: the sensor learns what landed from the OS's file notifications (watchdog) and lists the folder only
+    # once per process and every `sweep_interval_seconds`; off: it lists the folder every tick.
+    landing_watch: str = "on"
     # Silver's quarantine_rate checks warn above this share of a batch's rows, per entity.
     quarantine_max_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUARANTINE_MAX_RATE))
 
@@ -141,6 +144,11 @@ class LakehouseSettings:
         return self.home_abs / "state"
 
     @property
+    def sweep_request_path(self) -> Path:
+        """`lakehouse sweep` leaves this file; the sensor's next tick takes it and sweeps in full."""
+        return self.state_path / "sweep-requested"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home_abs / "dagster"
 
@@ -159,7 +167,7 @@ KNOWN_VARIABLES = (
     "LAKEHOUSE_GLUE_WAREHOUSE", "LAKEHOUSE_AWS_ENDPOINT", "LAKEHOUSE_S3_ENDPOINT", "LAKEHOUSE_ATHENA_WORKGROUP",
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
     "LAKEHOUSE_SENSOR_BATCH_SIZE", "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "LAKEHOUSE_QUARANTINE_MAX_RATE",
-    "LAKEHOUSE_SQS_QUEUE_URL", "LAKEHOUSE_SQS_DEAD_LETTER_URL", "LAKEHOUSE_SWEEP_INTERVAL",
+    "LAKEHOUSE_SQS_QUEUE_URL", "LAKEHOUSE_SQS_DEAD_LETTER_URL", "LAKEHOUSE_SWEEP_INTERVAL", "LAKEHOUSE_LANDING_WATCH",
 )
 # local, local[4], local[*], local[4,2] (with retries), local-cluster[2,1,1024], spark://h:7077[,h2:7077], yarn,
 # k8s://https://..., mesos://...
@@ -310,6 +318,9 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
     sqs_url = re.compile(r"^https?://\S+/\d{12}/[\w-]{1,80}$|^https?://\S+/[\w-]{1,80}$")
     queue = read.matching("LAKEHOUSE_SQS_QUEUE_URL", None, sqs_url,
                           "an SQS queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>")
+    if read.raw("LAKEHOUSE_SQS_DEAD_LETTER_URL") and not read.raw("LAKEHOUSE_SQS_QUEUE_URL"):
+        read.problems.append("LAKEHOUSE_SQS_DEAD_LETTER_URL is set without LAKEHOUSE_SQS_QUEUE_URL: it is where the "
+                             "queue's messages go that the sensor gave up on")
     if queue and environment is not Environment.AWS:
         read.problems.append("LAKEHOUSE_SQS_QUEUE_URL needs LAKEHOUSE_ENV=aws: S3 events come from the input bucket; "
                              "a local landing folder is listed")
@@ -352,6 +363,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         sqs_queue_url=queue,
         sqs_dead_letter_url=read.matching("LAKEHOUSE_SQS_DEAD_LETTER_URL", None, sqs_url, "an SQS queue URL"),
         sweep_interval_seconds=read.positive_int("LAKEHOUSE_SWEEP_INTERVAL", 3600, 7 * 86400),
+        landing_watch=read.choice("LAKEHOUSE_LANDING_WATCH", "on", ("on", "off")),
         quarantine_max_rate=read.parsed(
             "LAKEHOUSE_QUARANTINE_MAX_RATE", dict(DEFAULT_QUARANTINE_MAX_RATE), parse_quarantine_rates,
             f"use a share between 0 and 1 (0.1) or per entity ({', '.join(f'{e}=0.05' for e in ENTITIES)})"),

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Callable, Iterable
+from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
@@ -34,12 +36,13 @@ from lakehouse import engine
 from lakehouse.contracts import Entity
 from lakehouse.events import EventQueue, Message
 from lakehouse.ingestion import Settled, SettledIndex
-from lakehouse.landing import LandedFile, LandingZone, entity_prefix
+from lakehouse.landing import LandedFile, LandingZone, LocalLandingZone, entity_prefix
 from lakehouse.settings import LakehouseSettings
 from resources import LakehouseResource, LandingZoneResource
 from resources.runs import failure_cause, reap_dead_runs
 
 SENSOR_NAME = "landing_zone_sensor"
+log = logging.getLogger(__name__)
 # A requested file is asked for again only when its run failed or was canceled, or vanished (no run with its key a
 # while after the request, or a run that ended without settling it); up to MAX_ATTEMPTS, then it is reported once,
 # with the cause, and left alone until the file changes. A run that is only queued is waited for, however long.
@@ -110,6 +113,7 @@ class Sweep:
     full_at: float = 0.0  # when the last full sweep started
     listing: dict[str, str] = field(default_factory=dict)  # entity -> key to list after ("": the start)
     newest: dict[str, str] = field(default_factory=dict)  # entity -> the newest key a sweep saw
+    asked_at: float = 0.0  # the last `lakehouse sweep` acted on (its file's modification time)
 
 
 def _load_cursor(raw: str | None) -> dict[str, InFlight]:
@@ -146,7 +150,8 @@ def sweep_start(entity: Entity, newest: str | None) -> str:
 
 
 def sweep_tick(zone, sweep: Sweep, now: float, interval: int) -> tuple[dict[Entity, list[LandedFile]], bool]:
-    """The files this tick's share of the sweep lists (nothing when none is due), and whether a sweep ended."""
+    """The files this tick's share of the sweep lists (nothing when none is due), and whether a sweep ended. `sweep`
+    moves on; a tick that cannot ask for all the files listed puts back the copy it took before."""
     if not sweep.listing and now >= sweep.due_at:
         full = now - sweep.full_at >= FULL_SWEEP_SECONDS
         sweep.listing = {e.value: "" if full else sweep_start(e, sweep.newest.get(e.value)) for e in Entity}
@@ -178,8 +183,15 @@ def why_again(flight: InFlight, runs: dict[str, RunState], now: float) -> str | 
         if now - flight.requested_at < VANISHED_AFTER_SECONDS:
             return None
         return f"no run with key {flight.run_key} exists (it was never created, or deleted)"
-    if run.status in IN_PROGRESS or run.status == dg.DagsterRunStatus.SUCCESS:
+    if run.status in IN_PROGRESS:
         return None
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        # Called for files the log has not settled. The run states are read before the settled index is brought
+        # up to date, so a run that succeeded and settled the file is seen settled. It succeeded without it when
+        # Bronze left the file to another live run: give that run a while, then ask again.
+        if now - flight.requested_at < VANISHED_AFTER_SECONDS:
+            return None
+        return f"run {run.run_id} succeeded without settling the file (another run had it and did not finish)"
     return f"run {run.run_id} {run.status.value.lower()}"
 
 
@@ -206,9 +218,12 @@ def plan(
     max_runs: int = 25,
     cause_of: Callable[[RunState], str] = lambda run: "",
     files: dict[Entity, Iterable[LandedFile]] | None = None,
+    deferred: list[LandedFile] | None = None,
 ) -> tuple[list[dg.RunRequest], dict[str, InFlight], list[tuple[str, str]]]:
     """Run requests for the unsettled files, the in-flight set to remember, and files given up on this tick
     (key, cause). `files`: the files to look at per entity (the events and the sweep's); None: list the zone.
+    `deferred` receives the unsettled files left for a later tick by `max_runs` (a listing finds them again; the
+    caller of `files` must give them again).
 
     A requested file stays in flight until its run succeeds. A run that failed or vanished is asked for again:
     the whole of it when the log has not settled the file, only Silver and Gold (a catch-up run) when Bronze did
@@ -259,9 +274,11 @@ def plan(
                 remembered[f.uri] = InFlight(**{**vars(flight), "requested_at": now, "attempt": attempt,
                                                 "run_key": run_key})
         for start in range(0, len(pending), batch_size):
-            if len(requests) >= max_runs:
-                break
             batch = pending[start : start + batch_size]
+            if len(requests) >= max_runs:
+                if deferred is not None:
+                    deferred.extend(f for f, _ in batch)
+                continue
             digest = hashlib.sha1("\n".join(f"{f.uri}@{f.etag}" for f, _ in batch).encode()).hexdigest()
             attempt = max(a for _, a in batch)
             # Same files, same key: a re-evaluated tick never starts a second run for them.
@@ -313,25 +330,35 @@ def settle_messages(queue: EventQueue, messages: list[Message], zone: LandingZon
     counts = {"deleted": 0, "again": 0, "set_aside": 0, "unreadable": 0}
     for message in messages:
         if message.problem:
+            log.warning("message %s is not an S3 event: %s", message.message_id, message.problem)
+            if queue.set_aside(message, message.problem) is False:
+                again.append(message)
+                continue
             counts["unreadable"] += 1
-            queue.set_aside(message, message.problem)
             done.append(message)
             continue
         state = "done"
         for f in message.files:
-            if index.has_version(f.uri, f.etag):
-                continue
             flight = in_flight.get(f.uri)
-            if flight and flight.etag == f.etag and flight.gave_up:
-                queue.set_aside(message, f"{f.key}: {flight.gave_up}")
+            ours = flight is not None and flight.etag == f.etag
+            run = runs.get(flight.run_key) if ours else None
+            waiting = ours and not flight.gave_up and (run is None or run.status in IN_PROGRESS)
+            if index.has_version(f.uri, f.etag):
+                if waiting:
+                    # Bronze settled it, Silver and Gold may still fail: kept until the run ends, so that a
+                    # catch-up run is asked for when the message comes back.
+                    state = "again"
+                continue
+            if ours and flight.gave_up:
+                if queue.set_aside(message, f"{f.key}: {flight.gave_up}") is False:
+                    state = "again"  # the dead-letter queue refused it: looked at again, nothing lost
+                    break
                 counts["set_aside"] += 1
                 state = "aside"
                 break
-            run = runs.get(flight.run_key) if flight and flight.etag == f.etag else None
-            waiting = flight is not None and flight.etag == f.etag and (run is None or run.status in IN_PROGRESS)
             if waiting or zone.unchanged(f):  # still this version: its run is coming, or a retry is
                 state = "again"
-            elif flight is not None and flight.etag == f.etag:
+            elif ours:
                 del in_flight[f.uri]  # replaced or deleted, and its run is over: nothing left to wait for
         if state == "again":
             again.append(message)
@@ -342,6 +369,35 @@ def settle_messages(queue: EventQueue, messages: list[Message], zone: LandingZon
     counts["deleted"] = len(done) - counts["set_aside"] - counts["unreadable"]
     counts["again"] = len(again)
     return counts
+
+
+def take_sweep_request(settings: LakehouseSettings, sweep: Sweep) -> bool:
+    """True once per `lakehouse sweep` (it touches a file; the cursor keeps the time of the last one acted on, so a
+    tick that fails before saving its cursor acts on it again)."""
+    try:
+        asked = settings.sweep_request_path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if asked <= sweep.asked_at:
+        return False
+    sweep.asked_at = asked
+    return True
+
+
+def local_changes(zone, watch, fresh: bool, in_flight: dict[str, InFlight], sweep: Sweep, now: float,
+                  interval: int) -> tuple[dict[Entity, list[LandedFile]] | None, str]:
+    """The files a local tick looks at: what the folder's notifications name, and the files in flight (their runs
+    may need asking again); None (list the whole folder) on a watch's first tick in this process and when the
+    sweep is due. Also what to say of it in the tick's log line."""
+    changed = watch.drain()  # before any listing: what lands from here on is in the next drain
+    if fresh or now >= sweep.due_at:
+        sweep.due_at = now + interval
+        return None, "; listed the folder (" + ("its watch started" if fresh else "the sweep") + ")"
+    paths = changed | {unquote(urlparse(uri).path) for uri in in_flight}
+    files: dict[Entity, list[LandedFile]] = {e: [] for e in Entity}
+    for f in zone.files_at(paths):
+        files[f.entity].append(f)
+    return files, f"; {len(changed)} paths changed"
 
 
 def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
@@ -365,21 +421,41 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
         queue = landing.queue()
         previous = _load_cursor(context.cursor)
         sweep = _load_sweep(context.cursor)
+        if take_sweep_request(settings, sweep):
+            sweep.due_at, sweep.full_at, sweep.listing = 0.0, 0.0, {}
+            context.log.info("a full sweep was asked for (`lakehouse sweep`): listing everything")
         runs = run_states(context.instance, {f.run_key for f in previous.values() if f.run_key and not f.gave_up})
         with SettledIndex(settings.state_path / "settled.sqlite") as index:
             index.refresh(lakehouse.catalog())
-            files, messages, note = None, [], ""
-            if queue is not None:
+            files, messages, note, watch = None, [], "", None
+            before = Sweep(**json.loads(json.dumps(vars(sweep))))
+            if queue is None and settings.landing_watch == "on" and isinstance(zone, LocalLandingZone):
+                try:
+                    watch = zone.watch()
+                except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
+                    context.log.warning(f"cannot watch {zone.root} ({exc}): listing it every tick instead")
+            if watch is not None:
+                files, note = local_changes(zone, *watch, previous, sweep, now, settings.sweep_interval_seconds)
+            elif queue is not None:
                 messages = queue.receive(MAX_MESSAGES, LONG_POLL_SECONDS)
                 swept, ended = sweep_tick(zone, sweep, now, settings.sweep_interval_seconds)
                 files = from_events(messages, swept)
                 note = (f"; {len(messages)} messages"
                         + (f", sweep listed {sum(map(len, swept.values()))} files" if swept else "")
                         + (" (sweep done)" if ended else ""))
+            deferred: list[LandedFile] = []
             requests, in_flight, given_up = plan(
                 zone, index, previous, settings.sensor_batch_size, now, runs, settings.sensor_max_runs_per_tick,
-                cause_of=lambda run: failure_cause(context.instance, run.run_id), files=files,
+                cause_of=lambda run: failure_cause(context.instance, run.run_id), files=files, deferred=deferred,
             )
+            if deferred:
+                # More than a tick's runs: the rest are looked at again next tick (a listing finds them anyway; the
+                # watch is told again; the sweep lists this part again; an event's message comes back).
+                note += f"; {len(deferred)} files left for the next tick"
+                if watch is not None:
+                    watch[0].put_back(unquote(urlparse(f.uri).path) for f in deferred)
+                if queue is not None and {f.uri for fs in swept.values() for f in fs} & {f.uri for f in deferred}:
+                    sweep = before
             if queue is not None:
                 # Files whose messages are out of sight this tick stay in flight until their messages come back.
                 seen = {f.uri for entity_files in files.values() for f in entity_files}
@@ -402,7 +478,7 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             # without waiting; the runs it requests wait for it to answer.
             engine.start(settings, wait=False)
         cursor = {"in_flight": {uri: vars(v) for uri, v in in_flight.items()}}
-        if queue is not None:
+        if queue is not None or watch is not None:
             cursor["sweep"] = vars(sweep)
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 

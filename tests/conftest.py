@@ -29,7 +29,8 @@ def lakehouse_env(tmp_path_factory):
     """Isolate the developer's own lakehouse and Dagster home from the tests."""
     home = tmp_path_factory.mktemp("lakehouse")
     saved = {k: os.environ.get(k) for k in ("LAKEHOUSE_HOME", "LAKEHOUSE_ENV", "DAGSTER_HOME",
-                                            "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_ENGINE")}
+                                            "LAKEHOUSE_SPARK_QUICK_JIT", "LAKEHOUSE_ENGINE",
+                                            "LAKEHOUSE_LANDING_WATCH")}
     os.environ["LAKEHOUSE_HOME"] = str(home)
     os.environ["LAKEHOUSE_ENV"] = "local"
     # Test data is small: the short-lived JVMs the tests start (the CLI's, the daemon's runs, Pipes jobs) start
@@ -39,6 +40,10 @@ def lakehouse_env(tmp_path_factory):
     # Runs start their own driver unless a test wants the warm engine (tests/test_engine.py, the daemon test):
     # a sensor would otherwise leave an engine behind for every temporary lakehouse.
     os.environ["LAKEHOUSE_ENGINE"] = "off"
+    # Sensor tests land a file and tick at once: they list the folder each tick. A file notification reaches the
+    # watch a moment later (watchdog holds inotify events half a second to pair moves), which the watch's own tests
+    # and the daemon test (as deployed) wait for.
+    os.environ["LAKEHOUSE_LANDING_WATCH"] = "off"
     os.environ.pop("DAGSTER_HOME", None)
     yield home
     for key, value in saved.items():

@@ -34,6 +34,7 @@ class DagsterServices:
             "LAKEHOUSE_SENSOR_INTERVAL": str(sensor_interval),
             # As deployed: the sensor starts the warm engine and runs attach to it (stopped on exit).
             "LAKEHOUSE_ENGINE": "auto" if engine else "off",
+            "LAKEHOUSE_LANDING_WATCH": "on",  # as deployed: the sensor learns of files from notifications
         }
         self.webserver = webserver
         self.procs: list[subprocess.Popen] = []

@@ -1,6 +1,6 @@
 """The event path (issue 15): S3 ObjectCreated events through SQS, on a real moto server on loopback (S3 sends the
-notifications itself), the sweep that finds what an event never brought, and the settled index the sensor asks
-instead of reading the whole ingestion log.
+notifications itself), the sweep that finds what an event never brought, the settled index the sensor asks
+instead of reading the whole ingestion log, and the local folder's file notifications (watchdog, inotify).
 
 Not here: a file from S3 reaching Gold. Spark cannot read S3 on this machine (no hadoop-aws, see FACTS.md); the
 runs the queue starts are the same runs the listing starts, which test_daemon takes to Gold from a folder.
@@ -9,6 +9,7 @@ runs the queue starts are the same runs the listing starts, which test_daemon ta
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import datetime, timezone
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.catalog import catalog_for, create_tables
-from lakehouse.contracts import INGESTION_LOG
+from lakehouse.contracts import INGESTION_LOG, SOURCE_HEADERS, Entity
 from lakehouse.ingestion import SettledIndex
 from lakehouse.settings import load_settings
 from lakehouse.tables import TABLE_PROPERTIES
@@ -33,7 +34,7 @@ HEADER_ONLY = post_csv()
 class Queue:
     """A bucket whose ObjectCreated events under `landing/input/` go to an SQS queue (and a dead-letter queue)."""
 
-    def __init__(self, endpoint: str, home):
+    def __init__(self, endpoint: str, home, **env: str):
         self.endpoint = endpoint
         self.bucket = f"lake-{uuid.uuid4().hex[:8]}"
         self.s3 = boto3.client("s3", endpoint_url=endpoint)
@@ -48,7 +49,7 @@ class Queue:
         self.settings = load_settings({
             "LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": self.bucket, "LAKEHOUSE_S3_PREFIX": "landing",
             "LAKEHOUSE_AWS_ENDPOINT": endpoint, "AWS_REGION": "us-east-1", "LAKEHOUSE_HOME": str(home),
-            "LAKEHOUSE_SQS_QUEUE_URL": self.url, "LAKEHOUSE_SQS_DEAD_LETTER_URL": self.dead})
+            "LAKEHOUSE_SQS_QUEUE_URL": self.url, "LAKEHOUSE_SQS_DEAD_LETTER_URL": self.dead, **env})
         self.catalog = catalog_for(self.settings)
         create_tables(self.catalog, TABLE_PROPERTIES)
         self.sensor = build_landing_sensor(self.settings)
@@ -167,7 +168,7 @@ def test_a_replaced_or_deleted_version_lets_its_message_go(queue):
         queue.land("input/post/gone.csv")
         assert keys_of(queue.tick(instance)) == ["input/post/a.csv", "input/post/gone.csv"]
         for run_key in {r for r in json.loads(queue.cursor)["in_flight"].values() for r in [r["run_key"]]}:
-            _succeed(instance, run_key)
+            _finish(instance, run_key)
         # The runs found a newer a.csv (its own event follows) and no gone.csv: the old messages can go.
         etag2 = queue.land("input/post/a.csv", post_csv("p1", "p2"))
         queue.s3.delete_object(Bucket=queue.bucket, Key="landing/input/post/gone.csv")
@@ -179,14 +180,6 @@ def test_a_replaced_or_deleted_version_lets_its_message_go(queue):
 
 
 def test_a_failing_run_is_retried_then_set_aside_with_its_cause(queue):
-    @dg.op
-    def ingest():
-        raise ValueError("the object's bytes are not CSV")
-
-    @dg.job
-    def failing():
-        ingest()
-
     with dg.instance_for_test() as instance:
         queue.tick(instance)
         queue.land("input/post/bad.csv")
@@ -194,8 +187,7 @@ def test_a_failing_run_is_retried_then_set_aside_with_its_cause(queue):
         for _ in range(landing_sensor.MAX_ATTEMPTS):
             [request] = queue.tick(instance)
             attempts.append(request.run_key)
-            failing.execute_in_process(instance=instance, raise_on_error=False, tags={
-                "dagster/sensor_name": SENSOR_NAME, "dagster/run_key": request.run_key})
+            _finish(instance, request.run_key, "the object's bytes are not CSV")
         assert len(set(attempts)) == landing_sensor.MAX_ATTEMPTS
         assert queue.tick(instance) == []  # given up: out of the queue, into the dead-letter queue
         assert queue.waiting() == 0
@@ -206,7 +198,7 @@ def test_a_failing_run_is_retried_then_set_aside_with_its_cause(queue):
         assert queue.tick(instance) == []  # and it is not asked for again
 
 
-def test_the_sweep_finds_a_file_whose_event_was_lost_listing_only_recent_days(queue, aws_calls):
+def test_the_sweep_finds_a_file_whose_event_was_lost_listing_only_recent_days(queue, aws_calls, monkeypatch):
     with dg.instance_for_test() as instance:
         for day in ("2026/11/01", "2026/12/02", "2026/12/03"):
             queue.settle(f"input/post/{day}/old.csv", queue.land(f"input/post/{day}/old.csv"))
@@ -223,11 +215,80 @@ def test_the_sweep_finds_a_file_whose_event_was_lost_listing_only_recent_days(qu
         # Posts listed from the day before the newest key it knew, not from the start; comments (none) in full.
         listed = [(p["Prefix"], p.get("StartAfter")) for _, op, p in aws_calls if op == "ListObjectsV2"]
         assert listed == [("landing/input/post/", "landing/input/post/2026/12/02"), ("landing/input/comment/", None)]
+        # On demand: `lakehouse sweep` has the next tick list everything, once.
+        from lakehouse.cli import main as lakehouse_cli
+
+        monkeypatch.setenv("LAKEHOUSE_HOME", str(queue.settings.home))
+        assert lakehouse_cli(["sweep"]) == 0
+        aws_calls.clear()
+        assert queue.tick(instance) == []
+        listed = [(p["Prefix"], p.get("StartAfter")) for _, op, p in aws_calls if op == "ListObjectsV2"]
+        assert listed == [("landing/input/post/", None), ("landing/input/comment/", None)]
+        aws_calls.clear()
+        queue.tick(instance)
+        assert not [op for _, op, _ in aws_calls if op == "ListObjectsV2"]
+
+
+def test_only_created_objects_of_the_bucket_under_its_input_prefixes_are_files():
+    from lakehouse.events import files_in_event
+
+    def record(key, name="ObjectCreated:Put", bucket="lake"):
+        return {"eventName": name, "eventTime": "2026-12-04T10:00:00.123Z",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 5, "eTag": "abc"}}}
+
+    body = json.dumps({"Records": [
+        record("landing/input/post/a+b%2B.csv"), record("landing/input/comment/2026/c.csv",
+                                                         "ObjectCreated:CompleteMultipartUpload"),
+        record("landing/input/post/gone.csv", "ObjectRemoved:Delete"), record("landing/input/post/x.csv", bucket="other"),
+        record("landing/output/y.csv"), record("landing/input/post/"), record("landing/input/post/.tmp.csv")]})
+    files = files_in_event(body, "lake", "landing")
+    assert [(f.key, f.uri, f.etag, f.size) for f in files] == [
+        ("input/post/a b+.csv", "s3://lake/landing/input/post/a b+.csv", "abc", 5),
+        ("input/comment/2026/c.csv", "s3://lake/landing/input/comment/2026/c.csv", "abc", 5)]
+    assert files[0].modified_at == datetime(2026, 12, 4, 10, 0, 0, 123000, tzinfo=timezone.utc)
+    assert files_in_event(json.dumps({"Event": "s3:TestEvent", "Bucket": "lake"}), "lake", "landing") == []
+    for bad in ("[]", '{"Message": "hi"}', "not json"):
+        with pytest.raises(ValueError):
+            files_in_event(bad, "lake", "landing")
+
+
+def test_a_sweep_finding_more_files_than_a_tick_runs_lists_that_part_again(moto_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(landing_sensor, "RECHECK_SECONDS", 0)
+    queue = Queue(moto_endpoint, tmp_path, LAKEHOUSE_SENSOR_BATCH_SIZE="1", LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK="2")
+    with dg.instance_for_test() as instance:
+        for name in ("a", "b", "c", "d", "e"):
+            queue.land(f"input/post/{name}.csv")
+        queue.lose_events()
+        asked = []
+        for _ in range(3):  # the first tick sweeps in full; two runs a tick
+            asked += keys_of(queue.tick(instance))
+        assert asked == [f"input/post/{n}.csv" for n in "abcde"]
+
+
+def test_a_run_that_failed_after_bronze_gets_its_catch_up_through_the_queue(queue):
+    """Bronze settled the file, then the run failed in Silver: the message was kept, and its return asks for a
+    catch-up run of Silver and Gold (no Bronze work); once that succeeds the message goes."""
+    with dg.instance_for_test() as instance:
+        queue.tick(instance)
+        etag = queue.land("input/post/a.csv")
+        [request] = queue.tick(instance)
+        from dagster._core.storage.dagster_run import DagsterRun
+
+        instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id=uuid.uuid4().hex, status=dg.DagsterRunStatus.STARTED,
+                                    tags={"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": request.run_key}))
+        queue.settle("input/post/a.csv", etag)  # Bronze's log write
+        assert queue.tick(instance) == [] and queue.waiting() == 1  # its run is still going: kept
+        _finish(instance, request.run_key, "silver failed")
+        [catch_up] = queue.tick(instance)
+        assert catch_up.tags["lakehouse/catch_up"] == "true"
+        assert dg.AssetKey(["bronze", "posts"]) not in catch_up.asset_selection
+        assert queue.waiting() == 1
+        _finish(instance, catch_up.run_key)
+        assert queue.tick(instance) == []
+        assert queue.waiting() == 0
 
 
 def test_sweep_start_follows_dated_layouts():
-    from lakehouse.contracts import Entity
-
     assert sweep_start(Entity.POST, "input/post/2026/03/01/a.csv") == "input/post/2026/02/28"
     assert sweep_start(Entity.POST, "input/post/2026-01-01.csv") == "input/post/2025-12-31"
     assert sweep_start(Entity.POST, "input/post/2026-01-01_x/a.csv") == "input/post/2025-12-31"
@@ -278,16 +339,19 @@ def test_the_deployment_files_wire_a_bucket_to_its_queue(moto_endpoint):
     assert found == ["input/comment/2026/12/04/c.csv"]
 
 
-def _succeed(instance, run_key: str) -> None:
+def _finish(instance, run_key: str, error: str | None = None) -> None:
+    """A run of the sensor's with this run key, ended in the instance: failed with `error`, or succeeded."""
     @dg.op
-    def ingest():
-        pass
+    def step():
+        if error:
+            raise ValueError(error)
 
     @dg.job
-    def ok():
-        ingest()
+    def run():
+        step()
 
-    ok.execute_in_process(instance=instance, tags={"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": run_key})
+    run.execute_in_process(instance=instance, raise_on_error=False,
+                           tags={"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": run_key})
 
 
 # --- the settled index ---------------------------------------------------------------------------------------
@@ -342,3 +406,111 @@ def test_the_settled_index_reads_only_new_appends_and_rebuilds_when_history_brea
     path.unlink()
     with SettledIndex(path) as index:
         assert index.refresh(catalog).rebuilt and index.count() == 100
+
+
+# --- a local folder: file notifications instead of a listing each tick ---------------------------------------
+
+
+class Watched:
+    """The local sensor with the folder's watch on, its cursor carried from tick to tick."""
+
+    def __init__(self, **env: str):
+        from resources import LocalLandingZoneResource
+
+        self.settings = load_settings({**os.environ, "LAKEHOUSE_LANDING_WATCH": "on", **env})
+        self.sensor = build_landing_sensor(self.settings)
+        self.landing = LocalLandingZoneResource(root=str(self.settings.landing_root))
+        self.zone = self.landing.zone()
+        self.cursor: str | None = None
+
+    def tick(self) -> list[str]:
+        with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, cursor=self.cursor, resources={
+                "landing": self.landing, "lakehouse": LakehouseResource.from_settings(self.settings)}) as ctx:
+            result = self.sensor(ctx)
+        self.cursor = result.cursor
+        return keys_of(result.run_requests or [])
+
+    def stop(self) -> None:
+        from lakehouse.landing import FolderWatch
+
+        FolderWatch._watches.pop(self.zone.root).observer.stop()
+
+
+def test_a_local_tick_looks_at_what_changed_not_at_every_file(lakehouse, monkeypatch):
+    """With the watch on, the first tick in a process lists the folder; later ticks see only the notified paths
+    and the files in flight, so their cost does not grow with the folder; the sweep lists it again when due."""
+    from lakehouse.landing import FolderWatch, LocalLandingZone
+    from tests.test_sensor import write
+
+    watched = Watched()
+    zone = watched.zone
+    for i in range(50):
+        write(zone, f"input/post/old/{i:03d}.csv", post_csv(f"o{i}"))
+    listed: list[Entity | None] = []
+    real = LocalLandingZone.list_files
+
+    def counted(self, entity=None):
+        listed.append(entity)
+        return real(self, entity)
+
+    monkeypatch.setattr(LocalLandingZone, "list_files", counted)
+    assert zone.root not in FolderWatch._watches  # no watch in this process yet
+    try:
+        assert len(watched.tick()) == 50 and listed  # the watch started: one listing
+        _watched_ticks(watched, listed)
+        # The folder's watch stopped (the folder was replaced, say): the next tick starts one and lists again.
+        listed.clear()
+        for emitter in list(FolderWatch._watches[zone.root].observer.emitters):
+            emitter.stop()
+            emitter.join(5)
+        watched.tick()
+        assert listed and FolderWatch._watches[zone.root].alive()
+    finally:
+        watched.stop()
+
+
+def test_a_burst_over_a_ticks_runs_is_worked_off_by_the_watch(lakehouse):
+    import time as clock
+
+    watched = Watched(LAKEHOUSE_SENSOR_BATCH_SIZE="1", LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK="2")
+    asked: list[str] = []
+    try:
+        watched.tick()  # the watch starts on an empty folder
+        for name in "abcde":
+            watched.zone.land(_file(watched.zone.root.parent / f"{name}.csv", post_csv(name)), Entity.POST)
+        deadline = clock.monotonic() + 15
+        while len(asked) < 5 and clock.monotonic() < deadline:
+            got = watched.tick()
+            assert len(got) <= 2
+            asked += got
+            clock.sleep(0.3)
+        assert sorted(asked) == [f"input/post/{n}.csv" for n in "abcde"]  # no listing needed, nothing waits a sweep
+    finally:
+        watched.stop()
+
+
+def _watched_ticks(watched, listed):
+    import time as clock
+
+    from tests.test_sensor import write
+
+    zone = watched.zone
+    listed.clear()
+    zone.land(_file(zone.root.parent / "new.csv", post_csv("n1")), Entity.POST)  # atomic: dot-file, then rename
+    write(zone, "input/comment/c.csv", ",".join(SOURCE_HEADERS[Entity.COMMENT]) + "\r\n")
+    deadline, found = clock.monotonic() + 10, []
+    while clock.monotonic() < deadline and len(found) < 2:
+        found += watched.tick()
+        clock.sleep(0.2)
+    assert sorted(found) == ["input/comment/c.csv", "input/post/new.csv"]
+    assert watched.tick() == []  # in flight: looked at again (its run may need asking again), not asked for twice
+    assert not listed  # no listing: the notifications named them
+    state = json.loads(watched.cursor)
+    watched.cursor = json.dumps({**state, "sweep": {**state["sweep"], "due_at": 0}})
+    watched.tick()
+    assert listed  # the sweep lists the folder
+
+
+def _file(path, text):
+    path.write_text(text, encoding="utf-8", newline="")
+    return path

@@ -247,6 +247,12 @@ def test_a_queued_run_is_waited_for_however_long_and_a_failed_one_asked_again(lo
     failed = {key: RunState("r1", dg.DagsterRunStatus.FAILURE)}
     again, in_flight2, _ = _plan(zone, landing, in_flight, failed, now=1001.0)
     assert len(again) == 1 and again[0].run_key == f"{key}-attempt2"
+    # The run succeeded without settling the file (Bronze left it to another live run, which then died): asked
+    # again once the grace period is over, not kept in flight for ever.
+    done = {key: RunState("r1", dg.DagsterRunStatus.SUCCESS)}
+    assert _plan(zone, landing, in_flight, done, now=1000.0 + VANISHED_AFTER_SECONDS - 1)[0] == []
+    [again_done] = _plan(zone, landing, in_flight, done, now=1000.0 + VANISHED_AFTER_SECONDS)[0]
+    assert again_done.run_key == f"{key}-attempt2"
     # No run ever showed up for the key: asked again once the grace period is over, not before.
     assert _plan(zone, landing, in_flight, {}, now=1000.0 + VANISHED_AFTER_SECONDS - 1)[0] == []
     assert len(_plan(zone, landing, in_flight, {}, now=1000.0 + VANISHED_AFTER_SECONDS)[0]) == 1
