@@ -11,8 +11,10 @@ default): after the first tick the sensor looks only at what the folder's notifi
 --queue: a moto server on loopback (S3 sends ObjectCreated events to SQS itself). For each size the ingestion log
 is grown to N settled files (appended through pyiceberg to the Glue catalog, as Bronze's log writes would), then:
 the first tick after a restart (the settled index rebuilt from the whole log: once), a tick with --new files
-landed (their events in the queue), and a quiet tick; each with its S3 and SQS requests counted. The bucket holds
-only the new files: a tick on the event path lists nothing (the sweep lists, `SWEEP_PAGES_PER_TICK` pages at most).
+landed (their events in the queue), and a quiet tick; each with its requests counted: S3 from the server's request
+log (every client's, pyiceberg's included; LIST, and GET/HEAD of the log's files or of landed objects), SQS and Glue
+in botocore. The bucket holds only the new files: a tick on the event path lists nothing (the sweep lists,
+`SWEEP_PAGES_PER_TICK` pages at most).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -144,7 +147,19 @@ def queue_ticks(sizes: list[int], new: int) -> int:
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     import logging
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    # S3 requests counted where they arrive, the server's request log: boto3's and pyiceberg's (pyarrow's S3
+    # client, which botocore does not see) alike. SQS and Glue requests are counted in botocore, by service.
+    served: list[str] = []
+
+    class Served(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            served.append(record.getMessage())
+
+    server_log = logging.getLogger("werkzeug")
+    server_log.setLevel(logging.INFO)
+    server_log.propagate = False
+    server_log.addHandler(Served())
     work = Path(tempfile.mkdtemp(prefix="lakehouse-queue-ticks-"))
     bucket = "lake-bench"
     s3, sqs = boto3.client("s3", endpoint_url=endpoint), boto3.client("sqs", endpoint_url=endpoint)
@@ -168,7 +183,7 @@ def queue_ticks(sizes: list[int], new: int) -> int:
     real = BaseClient._make_api_call
 
     def counted(self, operation, params):
-        if self.meta.service_model.service_name in ("s3", "sqs"):
+        if self.meta.service_model.service_name in ("sqs", "glue"):
             calls.append(f"{self.meta.service_model.service_name}:{operation}")
         return real(self, operation, params)
 
@@ -177,17 +192,26 @@ def queue_ticks(sizes: list[int], new: int) -> int:
 
     def tick(instance) -> dict:
         calls.clear()
+        served.clear()
         with dg.build_sensor_context(instance=instance, cursor=cursor[0], resources=resources) as ctx:
             started = time.perf_counter()
             result = sensor(ctx)
             seconds = time.perf_counter() - started
         cursor[0] = result.cursor
+        time.sleep(0.2)  # the server logs a request as it answers it
         counts: dict[str, int] = {}
         for c in calls:
             counts[c] = counts.get(c, 0) + 1
+        for line in served:
+            method, _, path = re.sub(r"\x1b\[[0-9;]*m", "", line).partition('"')[2].partition(" ")  # no colours
+            if path.startswith(f"/{bucket}"):
+                kind = ("s3:LIST" if "list-type" in path else
+                        f"s3:{method}:{'log' if '/warehouse/' in path else 'landing'}")
+                counts[kind] = counts.get(kind, 0) + 1
         return {"s": round(seconds, 3), "run_requests": len(result.run_requests or []),
                 "files": sum(int(r.tags["lakehouse/files"]) for r in result.run_requests or []),
                 "s3_requests": sum(v for k, v in counts.items() if k.startswith("s3:")),
+                "s3_list_requests": counts.get("s3:LIST", 0),
                 "sqs_requests": sum(v for k, v in counts.items() if k.startswith("sqs:")), "requests": counts}
 
     results, logged, landed = [], 0, 0

@@ -7,6 +7,8 @@ is at hand (bootstrapping an AWS account: `lakehouse init` with `LAKEHOUSE_ENV=a
 
 from __future__ import annotations
 
+import functools
+
 import re
 
 from pyiceberg.catalog import Catalog
@@ -43,15 +45,22 @@ def catalog_for(settings: LakehouseSettings) -> Catalog:
             uri=f"sqlite:///{settings.catalog_db_path}",
             warehouse=settings.warehouse_path.as_uri(),
         )
-    from pyiceberg.catalog.glue import GlueCatalog
-
     # Credentials come from the standard AWS chain (environment, profile, instance or task role), never from here.
     props = {"warehouse": settings.warehouse_uri}
     if settings.aws_region:
         props |= {"glue.region": settings.aws_region, "s3.region": settings.aws_region}
     if settings.aws_endpoint:  # a moto server in tests
         props |= {"glue.endpoint": settings.aws_endpoint, "s3.endpoint": settings.aws_endpoint}
-    return GlueCatalog(CATALOG_NAME, **props)
+    return _glue_catalog(tuple(sorted(props.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _glue_catalog(props: tuple[tuple[str, str], ...]) -> Catalog:
+    """One Glue catalog per process and place: a new one builds a boto3 session (~0.15 s), which every sensor tick
+    paid. It holds no table state: `load_table` reads the current metadata each time."""
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    return GlueCatalog(CATALOG_NAME, **dict(props))
 
 
 # --- contracts as Iceberg schemas --------------------------------------------------------------------------------

@@ -188,6 +188,7 @@ class SettledIndex:
         self.db.executescript(self.SCHEMA)
         self.rows_read = 0  # log rows the last refresh read (what a tick costs)
         self.rebuilt = False
+        self._stats: set[tuple] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -265,12 +266,21 @@ class SettledIndex:
         return self.db.execute(f"SELECT 1 FROM log WHERE uri = ? AND etag = ? AND {self._SETTLED_SQL} LIMIT 1",
                                (uri, etag)).fetchone() is not None
 
+    def load_stats(self) -> None:
+        """Read every settled (uri, size, mtime) at once: for a tick that lists the whole folder, one scan of the
+        index costs less than a query per file (100,000 files: ~1 s of queries)."""
+        self._stats = set(self.db.execute(f"SELECT uri, size, modified_us FROM log WHERE {self._SETTLED_SQL}"))
+
     def settled(self, file: LandedFile, with_etag: Callable[[LandedFile], LandedFile]) -> bool:
         """As `IngestionIndex.settled`: a local file matching a settled version's size and mtime is not hashed."""
-        if file.etag is None and self.db.execute(
-                f"SELECT 1 FROM log WHERE uri = ? AND size = ? AND modified_us IS ? AND {self._SETTLED_SQL} LIMIT 1",
-                (file.uri, file.size, _micros(file.modified_at))).fetchone() is not None:
-            return True
+        if file.etag is None:
+            stats = (file.uri, file.size, _micros(file.modified_at))
+            if self._stats is not None:
+                if stats in self._stats:
+                    return True
+            elif self.db.execute(f"SELECT 1 FROM log WHERE uri = ? AND size = ? AND modified_us IS ? AND "
+                                 f"{self._SETTLED_SQL} LIMIT 1", stats).fetchone() is not None:
+                return True
         return self.has_version(file.uri, with_etag(file).etag)
 
     def count(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
 
 from lakehouse.events import EventQueue
@@ -44,15 +46,24 @@ class S3LandingZoneResource(LandingZoneResource):
     dead_letter_url: str | None = None
 
     def zone(self) -> LandingZone:
-        from dagster_aws.s3 import S3Resource
-
-        client = S3Resource(region_name=self.region_name, endpoint_url=self.endpoint_url).get_client()
-        return S3LandingZone(client, self.bucket, self.prefix)
+        return S3LandingZone(_client("s3", self.region_name, self.endpoint_url), self.bucket, self.prefix)
 
     def queue(self) -> EventQueue | None:
         if not self.queue_url:
             return None
-        import boto3
-
-        client = boto3.client("sqs", region_name=self.region_name, endpoint_url=self.endpoint_url)
+        client = _client("sqs", self.region_name, self.endpoint_url)
         return EventQueue(client, self.queue_url, self.bucket, self.prefix, self.dead_letter_url)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(service: str, region: str | None, endpoint: str | None):
+    """One boto3 client per service and place in a process (they are thread-safe, and credentials from a role
+    refresh themselves): building one loads botocore's endpoint and service models, ~0.25 s, which was most of a
+    sensor tick on the event path (bench/sensor_ticks.py --queue). S3's through dagster-aws, as before."""
+    if service == "s3":
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource(region_name=region, endpoint_url=endpoint).get_client()
+    import boto3
+
+    return boto3.client(service, region_name=region, endpoint_url=endpoint)

@@ -444,6 +444,8 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
                         + (f", sweep listed {sum(map(len, swept.values()))} files" if swept else "")
                         + (" (sweep done)" if ended else ""))
             deferred: list[LandedFile] = []
+            if files is None and isinstance(zone, LocalLandingZone):
+                index.load_stats()  # a listing of the whole folder: one read of the index, not a query per file
             requests, in_flight, given_up = plan(
                 zone, index, previous, settings.sensor_batch_size, now, runs, settings.sensor_max_runs_per_tick,
                 cause_of=lambda run: failure_cause(context.instance, run.run_id), files=files, deferred=deferred,
