@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import stat as stat_module
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -183,10 +184,11 @@ class LocalLandingZone:
                     for name in sorted(n for n in names if not n.startswith(".")):
                         child = Path(root) / name
                         with contextlib.suppress(FileNotFoundError):
-                            if child not in seen:
+                            if child not in seen and (child_stat := child.stat()) and stat_module.S_ISREG(
+                                    child_stat.st_mode):
                                 seen.add(child)
-                                yield self._file(child, child.stat())
-            elif path not in seen:
+                                yield self._file(child, child_stat)
+            elif path not in seen and stat_module.S_ISREG(stat.st_mode):  # a FIFO would hang the hashing
                 seen.add(path)
                 yield self._file(path, stat)
 

@@ -64,6 +64,7 @@ FORGET_AFTER_SECONDS = 14 * 86400
 SWEEP_PAGES_PER_TICK = 20
 SWEEP_LOOKBACK = timedelta(days=1)
 FULL_SWEEP_SECONDS = 86400
+_WATCH_FAILED: dict = {}  # folder -> when starting its watch last failed, in this process
 _DATED = re.compile(r"^(\d{4})([/-])(\d{2})\2(\d{2})(?=[/\-_.])")
 
 
@@ -429,10 +430,13 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             index.refresh(lakehouse.catalog())
             files, messages, note, watch = None, [], "", None
             before = Sweep(**json.loads(json.dumps(vars(sweep))))
-            if queue is None and settings.landing_watch == "on" and isinstance(zone, LocalLandingZone):
+            if queue is None and settings.landing_watch == "on" and isinstance(zone, LocalLandingZone) \
+                    and now - _WATCH_FAILED.get(zone.root, -1e18) >= settings.sweep_interval_seconds:
                 try:
                     watch = zone.watch()
                 except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
+                    # A failed start leaves watchdog's descriptors open: tried again only once a sweep interval.
+                    _WATCH_FAILED[zone.root] = now
                     context.log.warning(f"cannot watch {zone.root} ({exc}): listing it every tick instead")
             if watch is not None:
                 files, note = local_changes(zone, *watch, previous, sweep, now, settings.sweep_interval_seconds)
@@ -479,9 +483,8 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             # The sensor supervises the warm engine: started (or started again after a crash) when there is work,
             # without waiting; the runs it requests wait for it to answer.
             engine.start(settings, wait=False)
-        cursor = {"in_flight": {uri: vars(v) for uri, v in in_flight.items()}}
-        if queue is not None or watch is not None:
-            cursor["sweep"] = vars(sweep)
+        # The sweep's place always: it also remembers the last `lakehouse sweep` acted on.
+        cursor = {"in_flight": {uri: vars(v) for uri, v in in_flight.items()}, "sweep": vars(sweep)}
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return landing_zone_sensor

@@ -511,6 +511,21 @@ def _watched_ticks(watched, listed):
     assert listed  # the sweep lists the folder
 
 
+def test_only_regular_files_are_landed_files(tmp_path):
+    """A FIFO named by a notification would hang the hashing for ever: not a landed file, as in a listing."""
+    from lakehouse.landing import LocalLandingZone
+
+    zone = LocalLandingZone(tmp_path)
+    zone.ensure_layout()
+    folder = zone.path_for("input/post/")
+    os.mkfifo(folder / "pipe.csv")
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "sub" / "pipe2.csv")
+    _file(folder / "a.csv", post_csv("p1"))
+    found = [f.key for f in zone.files_at({str(folder / "pipe.csv"), str(folder / "sub"), str(folder / "a.csv")})]
+    assert found == ["input/post/a.csv"] == [f.key for f in zone.list_files(Entity.POST)]
+
+
 def _file(path, text):
     path.write_text(text, encoding="utf-8", newline="")
     return path
