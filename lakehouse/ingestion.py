@@ -224,11 +224,10 @@ class SettledIndex:
             table = None
         current = table.current_snapshot() if table is not None else None
         uuid = str(table.metadata.table_uuid) if table is not None else ""
-        known = self._meta("snapshot_id")
-        if known == (str(current.snapshot_id) if current is not None else "") and self._meta("table_uuid") == uuid:
+        known, same_table = self._meta("snapshot_id"), self._meta("table_uuid") == uuid
+        if same_table and known == (str(current.snapshot_id) if current is not None else ""):
             return self
-        since = int(known) if known and self._meta("table_uuid") == uuid and self._appends_since(table, int(known)) \
-            else None
+        since = int(known) if known and same_table and self._appends_since(table, int(known)) else None
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if since is None:

@@ -20,6 +20,7 @@ duplicate row.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -429,7 +430,7 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
         with SettledIndex(settings.state_path / "settled.sqlite") as index:
             index.refresh(lakehouse.catalog())
             files, messages, note, watch = None, [], "", None
-            before = Sweep(**json.loads(json.dumps(vars(sweep))))
+            before = copy.deepcopy(sweep)
             if queue is None and settings.landing_watch == "on" and isinstance(zone, LocalLandingZone) \
                     and now - _WATCH_FAILED.get(zone.root, -1e18) >= settings.sweep_interval_seconds:
                 try:
