@@ -24,7 +24,7 @@ from lakehouse.checks import CheckOutcome
 from lakehouse.clock import utcnow
 from lakehouse.contracts import BRONZE, INGESTION_LOG, SOURCE_HEADERS, Entity
 from lakehouse.ingestion import LOADED, REJECTED, ROLLED_BACK, IngestionIndex, LogEntry, current
-from lakehouse.landing import LandedFile, LandingZone, check_key
+from lakehouse.landing import LandedFile, LandingZone, check_key, unreadable_name
 from lakehouse.transforms import bronze as bronze_tf
 from lakehouse.writers import Liveness, default_liveness, process_writer
 
@@ -158,7 +158,7 @@ def roll_back_orphans(
             spark.table(table).where(F.col("_batch_id") == batch)
             .groupBy("_source_uri", "_source_etag").count().collect()
         )
-        spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch}'")
+        _delete_batch(spark, table, batch)
         base = {"entity": entity.value, "source_size": 0, "batch_id": batch, "status": ROLLED_BACK, "rows": 0,
                 "malformed_rows": 0, "ingested_at": now, "actor": writer}
         write_log(
@@ -303,6 +303,9 @@ def ingest_bronze(
     now = now or utcnow()
     candidates: list[tuple[LandedFile, bronze_tf.HeaderCheck]] = []
     for f in pending:
+        if why := unreadable_name(f.key):
+            result.files.append(FileOutcome(f.key, REJECTED, reason="unreadable_name", message=why))
+            continue
         check = bronze_tf.check_header(landing.read_head(f), entity)
         if check.ok:
             candidates.append((f, check))
@@ -337,8 +340,7 @@ def ingest_bronze(
                     "the file; its rows were taken out of Bronze again (see docs/quality.md, Whole files)"))
         in_batch = [f for f in taken_out if f.uri in counts]  # files with rows in the batch (a retry leaves some out)
         if in_batch:
-            uris = ", ".join("'" + f.uri.replace("'", "''") + "'" for f in in_batch)
-            spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{result.batch_id}' AND _source_uri IN ({uris})")
+            _delete_batch(spark, table, result.batch_id, [f.uri for f in in_batch])
         for f, (scan, reason, message) in taken_out.items():
             status, reason = (SKIPPED, None) if reason == SKIPPED else (REJECTED, reason)
             result.files.append(FileOutcome(f.key, status, reason=reason, message=message,
@@ -442,10 +444,18 @@ def _append_while_scanning(
     return scans
 
 
+def _delete_batch(spark: SparkSession, table: str, batch_id: str, uris: list[str] | None = None) -> None:
+    """Delete a batch's rows from a Bronze table (only those of the files `uris`, when given). The values are
+    parameters: a file name is data, never SQL text."""
+    args = {"batch": batch_id} | {f"uri{i}": uri for i, uri in enumerate(uris or [])}
+    files = f" AND _source_uri IN ({', '.join(f':uri{i}' for i in range(len(uris)))})" if uris else ""
+    spark.sql(f"DELETE FROM {table} WHERE _batch_id = :batch{files}", args=args)
+
+
 def _drop_batch(spark: SparkSession, table: str, batch_id: str) -> None:
     """Take a batch's rows out of Bronze again when its step fails before logging it."""
     try:
-        spark.sql(f"DELETE FROM {table} WHERE _batch_id = '{batch_id}'")
+        _delete_batch(spark, table, batch_id)
     except Exception:  # the run fails anyway; the next run rolls the orphaned batch back (roll_back_orphans)
         log.exception("could not take batch %s out of %s again", batch_id, table)
 

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 import stat as stat_module
 import threading
 from dataclasses import dataclass, replace
@@ -57,13 +58,38 @@ def check_key(key: str, entity: Entity | None = None) -> str:
     """`key` when it names a file under an input prefix (the entity's, when given); ValueError otherwise.
 
     Keys come from run config (the sensor, the launchpad, an operator's command): one that leaves the landing
-    zone or belongs to the other entity must fail loudly, not be read."""
+    zone or belongs to the other entity must fail loudly, not be read. A key that is a real S3 object but that
+    Spark cannot address (`unreadable_name`) passes: Bronze rejects that file alone, and its batch goes on."""
     normal = posixpath.normpath(key)
     routed = entity_for_key(normal)
-    if normal != key or key.startswith("/") or routed is None or (entity is not None and routed is not entity):
+    if normal != _EMPTY_SEGMENTS.sub("/", key) or key.startswith("/") or routed is None or (
+            entity is not None and routed is not entity):
         where = entity_prefix(entity) if entity else " or ".join(entity_prefix(e) for e in Entity)
         raise InvalidKey(f"{key!r} is not a landed file key under {where}")
     return key
+
+
+_EMPTY_SEGMENTS = re.compile(r"/{2,}")
+
+
+def unreadable_name(key: str) -> str | None:
+    """Why Spark cannot read the object `key` names, or None. Any other name is read literally (Bronze escapes
+    the glob characters); an empty segment (`a//b.csv`, a real S3 key) is folded into one `/` by Hadoop's paths,
+    which then name another object."""
+    if _EMPTY_SEGMENTS.search(key):
+        return (f"the key {key!r} holds an empty path segment ('//'): Spark's file paths fold it into '/', which "
+                "names another object, so this file cannot be read as landed; copy it to a key without '//'")
+    if ":" in key and GLOB_CHARACTERS.search(key):
+        # Hadoop then matches the path a folder at a time, and a name with a `:` is no relative path to it
+        # (HADOOP-3257: "Relative path in absolute URI"). Either one alone is read.
+        return (f"the name {key!r} holds a ':' and one of '[]{{}}*?\\': Spark's file paths cannot address such a "
+                "name; land it again under a name without the ':'")
+    return None
+
+
+# What Hadoop reads in a path as a pattern: `[2022-03]` a character class, `{a,b}` an alternation, `*` and `?`
+# wildcards, a backslash an escape (transforms/bronze.literal_path escapes them).
+GLOB_CHARACTERS = re.compile(r"([\\\[\]{}*?])")
 
 
 def _hidden(key: str) -> bool:

@@ -37,13 +37,14 @@ class QueryEngine:
         target = f"{_quote(namespace)}.{_quote(name)}"
         tasks = list(table.scan().plan_files())
         plain = tasks and len(table.schemas()) == 1 and not any(t.delete_files for t in tasks)
+        # The data files go to DuckDB as a value (its relation API), never pasted into SQL text: a warehouse path
+        # may hold any character.
+        source = f"_source_{namespace}_{name}"
         if plain:
-            files = ", ".join("'" + _local_path(t.file.file_path).replace("'", "''") + "'" for t in tasks)
-            self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM read_parquet([{files}])")
+            self.con.read_parquet([_local_path(t.file.file_path) for t in tasks]).create_view(source, replace=True)
         else:
-            arrow = table.scan().to_arrow()
-            self.con.register(f"_arrow_{namespace}_{name}", arrow)
-            self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {_quote(f'_arrow_{namespace}_{name}')}")
+            self.con.register(source, table.scan().to_arrow())
+        self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {_quote(source)}")
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         # Only tables the query names are planned (a word match: cheap, and a false hit only costs a scan plan).

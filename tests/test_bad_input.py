@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dagster as dg
 import pytest
@@ -116,6 +117,10 @@ CASES = [
     Case("permalink_without_post", Entity.COMMENT,
          comments(comment_row("np1", permalink="https://old.reddit.com/r/testsub/wiki/np1/"), comment_row("np2")),
          "loaded", quarantined={"missing_post_id": 1}, silver_ids={"np2"}, rows=2),
+    # A name is data: Spark would read `[...]`, `{a,b}` and `*` as a pattern, SQL text would break on the quote.
+    Case("it's [2022-03] {a,b} *, week 3", Entity.POST, posts(post_row("aw1")), "loaded", silver_ids={"aw1"}, rows=1),
+    # The one kind of name Hadoop's paths cannot address: rejected alone, the batch goes on.
+    Case("posts [10:00]", Entity.POST, posts(post_row("un1")), "rejected", "unreadable_name"),
 ]
 # Line endings (see docs/quality.md): one line ending per file reads right whatever the quoted fields hold; a file
 # whose records end in more than one way is refused up front, because Spark would read it differently.
@@ -384,3 +389,115 @@ def test_a_file_replaced_while_spark_reads_it_is_taken_out_again(spark, settings
     monkeypatch.setattr(bronze_tf, "read_csv", real_read)
     again = bronze_layer.ingest_bronze(spark, zone, Entity.POST)  # the new version is a new file version
     assert [(f.key, f.status, f.rows) for f in again.files] == [("input/post/racy.csv", "loaded", 1)]
+
+
+# Names a person picks; Spark would read each as a pattern (`[...]`, `{a,b}`, `*`, `?`, `\`) or could not parse it
+# (`:`), and SQL text would break on the quote.
+AWKWARD_NAMES = ["comments [2022-03].csv", "it's comments.csv", "comments {a,b} *.csv", "comments, week 3.csv",
+                 "50%20 off?.csv", "back\\slash.csv", "standup 10:00.csv", "émoji 😀.csv"]
+# What Hadoop's paths cannot address at all: a ':' and a pattern character in one name.
+UNREADABLE_NAME = "comments [10:00].csv"
+
+
+def test_awkward_file_names_are_read_literally_and_reach_silver(spark, settings, lakehouse, meirl):
+    """The real comments export split over files named as people name them: every file loads, every comment once;
+    the one name Spark cannot address is rejected alone, with its reason."""
+    from lakehouse import bronze_layer, silver_layer
+
+    zone = lakehouse
+    header, *records = _records((meirl / "comments.csv").read_bytes())
+    share = -(-len(records) // len(AWKWARD_NAMES))
+    for i, name in enumerate(AWKWARD_NAMES):
+        zone.path_for(f"input/comment/{name}").write_bytes(header + b"".join(records[i * share:(i + 1) * share]))
+    zone.path_for(f"input/comment/{UNREADABLE_NAME}").write_bytes(header + records[0])
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.COMMENT)
+    outcomes = {f.key.rsplit("/", 1)[-1]: (f.status, f.reason, f.rows) for f in result.files}
+    assert outcomes == {name: ("loaded", None, len(records[i * share:(i + 1) * share]))
+                        for i, name in enumerate(AWKWARD_NAMES)} | {UNREADABLE_NAME: ("rejected", "unreadable_name", 0)}
+    by_file = dict(_q(spark, "SELECT _source_uri, count(*) FROM bronze.comments GROUP BY 1"))
+    assert by_file == {zone.path_for(f"input/comment/{name}").as_uri(): outcomes[name][2] for name in AWKWARD_NAMES}
+    assert bronze_layer.bronze_row_counts(spark, Entity.COMMENT).passed
+    assert bronze_layer.bronze_metadata(spark, Entity.COMMENT).passed
+    silver_layer.update_silver(spark, Entity.COMMENT)
+    assert _q(spark, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM silver.comments")[0] == (858, 858)
+
+
+def _records(data: bytes) -> list[bytes]:
+    """A CSV file's header and records as bytes, each with its own line ending (quoted newlines stay inside)."""
+    out, start, quoted = [], 0, False
+    for i, byte in enumerate(data):
+        if byte == ord('"'):
+            quoted = not quoted
+        elif byte == ord("\n") and not quoted:
+            out.append(data[start:i + 1])
+            start = i + 1
+    return out + ([data[start:]] if data[start:] else [])
+
+
+def test_a_rejected_file_with_a_quote_in_its_name_leaves_bronze(spark, settings, lakehouse, monkeypatch):
+    """Taking a file's rows out of the batch again matches its name as a value, not as SQL text."""
+    from lakehouse import bronze_layer
+    from lakehouse.landing import LocalLandingZone
+    from lakehouse.transforms import bronze as bronze_tf
+    from pyspark.sql import functions as F
+
+    class KeysAsS3Has(LocalLandingZone):  # S3 URIs keep the key's quote as is; a local file URI encodes it
+        def _file(self, path, stat):
+            return replace(super()._file(path, stat), uri="file://" + str(path))
+
+    zone = KeysAsS3Has(lakehouse.root)
+    zone.path_for("input/post/good.csv").write_bytes(posts(post_row("g1")))
+    zone.path_for("input/post/it's odd.csv").write_bytes(posts(post_row("o1"), post_row("o2")))
+    real_read = bronze_tf.read_csv
+
+    def spark_misreads_odd(*args, **kwargs):  # a parser disagreement: the file must leave the batch
+        return real_read(*args, **kwargs).where(~(F.col("_file_path").contains("odd") & (F.trim("id") == "o2")))
+
+    monkeypatch.setattr(bronze_tf, "read_csv", spark_misreads_odd)
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    assert {f.key: (f.status, f.reason) for f in result.files} == {
+        "input/post/good.csv": ("loaded", None), "input/post/it's odd.csv": ("rejected", "record_count_mismatch")}
+    assert {r.id for r in _q(spark, "SELECT id FROM bronze.posts")} == {"g1"}
+    assert bronze_layer.bronze_row_counts(spark, Entity.POST).passed
+
+
+def test_an_s3_key_spark_cannot_address_is_rejected_alone(spark, settings, lakehouse, moto_endpoint):
+    """`input/post//a.csv` is a real S3 object (an event names it) that Hadoop's paths would fold into another key:
+    it is rejected with a reason, not taken for a bad key that fails its batch."""
+    import boto3
+
+    from lakehouse import bronze_layer
+    from lakehouse.events import files_in_event
+    from lakehouse.landing import S3LandingZone
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="x")
+    s3.create_bucket(Bucket="names")
+    s3.put_object(Bucket="names", Key="input/post//a.csv", Body=posts(post_row("s1")))
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-12-06T10:00:00.000Z",
+                          "s3": {"bucket": {"name": "names"},
+                                 "object": {"key": "input/post//a.csv", "size": 1, "eTag": "e"}}}]}
+    [landed] = files_in_event(json.dumps(event), "names", "")
+    result = bronze_layer.ingest_bronze(spark, S3LandingZone(s3, "names"), Entity.POST, keys=[landed.key])
+    [outcome] = result.files
+    assert (outcome.key, outcome.status, outcome.reason) == ("input/post//a.csv", "rejected", "unreadable_name")
+    assert "'//'" in outcome.message
+    [entry] = _q(spark, "SELECT source_uri, status, reason FROM bronze.ingestion_log")
+    assert entry == ("s3://names/input/post//a.csv", "rejected", "unreadable_name")
+
+
+def test_local_sql_reads_a_warehouse_whose_path_holds_quotes_and_patterns(tmp_path):
+    """DuckDB is handed the data files as values: a warehouse under any folder name answers queries."""
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from lakehouse.query import QueryEngine
+
+    root = tmp_path / "it's [a] {b} *"
+    root.mkdir()
+    catalog = SqlCatalog("t", uri=f"sqlite:///{root}/catalog.db", warehouse=f"file://{root}")  # as Spark writes it
+    catalog.create_namespace("gold")
+    rows = pa.table({"subreddit": ["meirl", "it's"], "posts": [3, 1]})
+    catalog.create_table("gold.counts", schema=rows.schema).append(rows)
+    answer = QueryEngine(catalog, namespaces=("gold",)).sql("SELECT * FROM gold.counts ORDER BY posts").fetchall()
+    assert answer == [("it's", 1), ("meirl", 3)]

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lakehouse.contracts import BRONZE, SOURCE_HEADERS, Entity, bronze_column_name
+from lakehouse.landing import GLOB_CHARACTERS
 
 RAW_RECORD = "_raw_record"
 EXTRA_COLUMNS = "_extra_columns"
@@ -250,6 +251,11 @@ def scan_records(stream: BinaryIO) -> FileScan:
 # --- Spark ---------------------------------------------------------------------------------------------------
 
 
+def literal_path(location: str) -> str:
+    """`location` as a Hadoop path pattern that matches exactly the file of that name: a landed name is data."""
+    return GLOB_CHARACTERS.sub(r"\\\1", location)
+
+
 def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple[str, ...] | None = None) -> DataFrame:
     """Read SocialGrep CSV files that share one header as strings, keeping malformed records.
 
@@ -276,8 +282,13 @@ def read_csv(spark: SparkSession, uris: list[str], entity: Entity, header: tuple
             maxCharsPerColumn=SPARK_MAX_FIELD_CHARS,
             encoding="UTF-8",
         )
+        # Local files through the raw file system, for this read only: the default one looks for a checksum
+        # file `.<name>.crc` beside each file, a path Hadoop cannot even parse when the name holds a `:`
+        # (`posts 10:00.csv`), and a stray one would be taken to verify the landed bytes.
+        .option("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+        .option("fs.file.impl.disable.cache", "true")
         .schema(StructType(fields + [StructField(RAW_RECORD, StringType())]))
-        .csv(uris)
+        .csv([literal_path(uri) for uri in uris])
     )
     position = {name: "`" + name.replace("`", "``") + "`" for name in header}
     known = set(SOURCE_HEADERS[entity])
