@@ -303,6 +303,9 @@ def ingest_bronze(
     now = now or utcnow()
     candidates: list[tuple[LandedFile, bronze_tf.HeaderCheck]] = []
     for f in pending:
+        if f.refusal is not None:  # the landing zone will not read it (a symbolic link out of it, a loop)
+            result.files.append(FileOutcome(f.key, REJECTED, reason=f.refusal.reason, message=f.refusal.message))
+            continue
         if why := unreadable_name(f.key):
             result.files.append(FileOutcome(f.key, REJECTED, reason="unreadable_name", message=why))
             continue

@@ -6,13 +6,14 @@ default) and `S3LandingZone` (a bucket and prefix). Callers never branch on whic
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import os
 import posixpath
 import re
 import stat as stat_module
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -97,12 +98,27 @@ def _hidden(key: str) -> bool:
     return any(part.startswith(".") for part in key.split("/"))
 
 
+SYMLINK_OUTSIDE = "symlink_outside_landing_zone"
+SYMLINK_LOOP = "symlink_loop"
+
+
+@dataclass(frozen=True, order=True)
+class Refusal:
+    """Why the landing zone will not let a landed name be read; Bronze logs the name as rejected with it."""
+
+    reason: str  # a reason code (docs/quality.md)
+    message: str
+
+
 @dataclass(frozen=True, order=True)
 class LandedFile:
     """One version of one landed object; (uri, etag) identifies the version.
 
     `etag` is the content hash: S3 reports it when listing; for a local file it is the MD5 (the same value S3
-    gives a single-part upload), computed only when needed (`LandingZone.with_etag`).
+    gives a single-part upload), computed only when needed (`LandingZone.with_etag`). `modified_at` is when the
+    object last changed, as the store says and no client can set: S3's LastModified; a local file's inode change
+    time (ctime), which every write moves, where the modification time is whatever `cp -p`, `rsync -t` or
+    `touch -d` set. Size and `modified_at` unchanged, so is the content; changed, the etag decides.
     """
 
     key: str  # relative to the landing root, e.g. input/post/2022-03-01.csv
@@ -110,6 +126,9 @@ class LandedFile:
     size: int
     modified_at: datetime
     etag: str | None = None
+    # Set: a name that is not read, only logged as rejected (a symbolic link out of the landing zone, or a loop);
+    # its etag then names where the link leads.
+    refusal: Refusal | None = None
 
     @property
     def entity(self) -> Entity | None:
@@ -139,16 +158,72 @@ class LandingZone(Protocol):
         """True while the object still holds the version `file` names (cheap unless it looks changed)."""
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+def _md5(fh: BinaryIO, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+    while block := fh.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 
+def _open_unlinked(path: Path) -> BinaryIO:
+    """`path` opened for reading unless it is a symbolic link (a file swapped for a link after it was listed)."""
+    try:
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link now, not read", str(path)) from exc
+        raise
+
+
+def _version_key(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _same_tick_ns(ctime_ns: int) -> int:
+    """How long after a change a further write may leave the change time as it was: Linux stamps from a clock that
+    moves every 1-10 ms; a file system that keeps whole seconds (FAT, some NFS servers) in steps of up to 2 s."""
+    return 2 * 10**9 if ctime_ns % 10**9 == 0 else 20 * 10**6
+
+
+_DIGESTS: dict[tuple[int, ...], str] = {}  # _version_key -> MD5 of the files this process hashed
+_DIGESTS_MAX = 1 << 17
+
+
+def _hashed(path: Path) -> tuple[os.stat_result, str]:
+    """The file's status and the MD5 of the bytes it holds at that status, never through a symbolic link.
+
+    A file is hashed once its change time is a clock tick old, so that any later write moves it, and its status is
+    taken again after the hash: one written meanwhile is hashed again (three tries; then the status from before the
+    hash goes with it, and the next look hashes it again). A process hashes a version once (`_DIGESTS`, by device,
+    inode, size and both times): a sweep does not hash again what an earlier one hashed, a touched file included.
+    """
+    with _open_unlinked(path) as fh:
+        for attempt in range(3):
+            before = os.fstat(fh.fileno())
+            key = _version_key(before)
+            if (digest := _DIGESTS.get(key)) is not None:
+                return before, digest
+            racy_ns = before.st_ctime_ns + _same_tick_ns(before.st_ctime_ns) - time.time_ns()
+            if racy_ns > 0 and attempt < 2:
+                time.sleep(min(racy_ns, 2 * 10**9) / 1e9)
+                continue
+            fh.seek(0)
+            digest = _md5(fh)
+            if _version_key(os.fstat(fh.fileno())) == key and racy_ns <= 0:
+                if len(_DIGESTS) >= _DIGESTS_MAX:
+                    _DIGESTS.clear()
+                _DIGESTS[key] = digest
+                return before, digest
+        return before, digest
+
+
 class LocalLandingZone:
-    """A folder standing in for the input bucket."""
+    """A folder standing in for the input bucket.
+
+    A file's version is known by its size and change time (`LandedFile.modified_at`), then by its MD5. A symbolic
+    link is never read through or descended (`_link`): one into the landing zone is the file it points to, landed
+    under its own name; one that leads out of the zone, or round in a loop, is refused with a reason.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root).expanduser().resolve()
@@ -163,81 +238,182 @@ class LocalLandingZone:
         for entity in Entity:
             self.path_for(entity_prefix(entity)).mkdir(parents=True, exist_ok=True)
 
+    def _prefixes(self) -> list[Path]:
+        return [self.path_for(entity_prefix(e)) for e in Entity]
+
     def _file(self, path: Path, stat: os.stat_result) -> LandedFile:
         return LandedFile(
             key=path.relative_to(self.root).as_posix(),
             uri=path.as_uri(),
             size=stat.st_size,
-            modified_at=datetime.fromtimestamp(stat.st_mtime_ns // 1000 / 1e6, tz=timezone.utc),
+            modified_at=datetime.fromtimestamp(stat.st_ctime_ns // 1000 / 1e6, tz=timezone.utc),
         )
 
-    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
-        for ent in [entity] if entity else list(Entity):
-            stack = [self.path_for(entity_prefix(ent))]
-            while stack:
-                try:
-                    entries = sorted(os.scandir(stack.pop()), key=lambda e: e.name)
-                except FileNotFoundError:
+    def _inside(self) -> list[Path]:
+        """Where a symbolic link may lead: the landing root, and the entity folders where they really are (one may
+        be a link to another disk: the layout is the operator's, only what lands in it is checked)."""
+        return [self.root] + [Path(os.path.realpath(p)) for p in self._prefixes()]
+
+    def _link(self, path: Path, stat: os.stat_result, inside: list[Path]) -> LandedFile | None:
+        """A symbolic link under an entity prefix, as a landed file.
+
+        One that leads into the landing zone is what it points to: None here, and the target, if it is a landed
+        file, is listed under its own name (read under both, its rows would be ingested twice; a linked folder
+        would also let a link to its parent folder go round for ever). One that leads out of the zone (to a file
+        or a folder), or never reaches anything (a -> b -> a), is refused: listed with an etag naming where it
+        leads, never read, so that Bronze logs it as rejected once per target.
+        """
+        try:
+            pointer = os.readlink(path)
+        except FileNotFoundError:  # gone since the folder was read
+            return None
+        key = path.relative_to(self.root).as_posix()
+        try:
+            target: Path | None = Path(os.path.realpath(path, strict=True))
+        except OSError as exc:
+            # Nothing there yet (or not readable): where it would lead decides.
+            target = None if exc.errno == errno.ELOOP else Path(os.path.realpath(path))
+        if target is None:
+            refusal = Refusal(SYMLINK_LOOP, (
+                f"{key} is a symbolic link that leads round in a loop ({key} -> {pointer} -> ...): there is no file "
+                "to read; point it at a file in the landing zone, or put the file itself there"))
+        elif any(target.is_relative_to(p) for p in inside):
+            return None
+        else:
+            refusal = Refusal(SYMLINK_OUTSIDE, (
+                f"{key} is a symbolic link to {target}, outside the landing zone {self.root}: not read (only what "
+                "is in the landing zone is ingested); land a copy instead (`lakehouse land`)"))
+        etag = hashlib.md5(f"{refusal.reason}\n{pointer}\n{target}".encode(), usedforsecurity=False).hexdigest()
+        return replace(self._file(path, stat), etag=etag, refusal=refusal)
+
+    def _reached_directly(self, path: Path, known: dict[Path, bool]) -> bool:
+        """True when `path` is in an entity folder and no folder between them is a symbolic link (`known`: the
+        answers for the folders asked about before)."""
+        if (answer := known.get(path.parent)) is not None:
+            return answer
+        answer = False
+        for prefix in self._prefixes():
+            if path.parent.is_relative_to(prefix):
+                real = Path(os.path.realpath(prefix)) / path.parent.relative_to(prefix)
+                answer = Path(os.path.realpath(path.parent)) == real
+                break
+        known[path.parent] = answer
+        return answer
+
+    def _entry(self, path: Path, stat: os.stat_result, inside: list[Path]) -> LandedFile | None:
+        """The landed file a path is, from its own status: a regular file, a refused link, or None (a folder, a
+        FIFO, which would hang the hashing, a link into the landing zone)."""
+        if stat_module.S_ISREG(stat.st_mode):
+            return self._file(path, stat)
+        if stat_module.S_ISLNK(stat.st_mode):
+            return self._link(path, stat, inside)
+        return None
+
+    def _status(self, path: Path, known: dict[Path, bool]) -> os.stat_result | None:
+        """The status of `path` itself (a link is not followed); None when it is gone or reached through a link."""
+        try:
+            stat = path.lstat()
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+                return None
+            raise
+        return stat if self._reached_directly(path, known) else None
+
+    def _walk(self, top: Path, inside: list[Path]) -> Iterator[LandedFile]:
+        """The landed files under the folder `top`, in name order, never through a symbolic link."""
+        stack = [top]
+        while stack:
+            try:
+                entries = sorted(os.scandir(stack.pop()), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
                     continue
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    if entry.is_dir():
+                found = None
+                try:
+                    if entry.is_dir(follow_symlinks=False):
                         stack.append(Path(entry.path))
-                    elif entry.is_file():
-                        yield self._file(Path(entry.path), entry.stat())
+                    elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                        found = self._entry(Path(entry.path), entry.stat(follow_symlinks=False), inside)
+                except FileNotFoundError:  # gone since the folder was read
+                    continue
+                if found is not None:
+                    yield found
+
+    def list_files(self, entity: Entity | None = None) -> Iterator[LandedFile]:
+        inside = self._inside()
+        for ent in [entity] if entity else list(Entity):
+            yield from self._walk(self.path_for(entity_prefix(ent)), inside)
+
+    def _at(self, path: Path) -> LandedFile | None:
+        """What `path` itself is as a landed file (`_entry`); None when it is gone or reached through a link."""
+        stat = self._status(path, {})
+        return None if stat is None else self._entry(path, stat, self._inside())
 
     def describe(self, key: str) -> LandedFile:
-        path = self.path_for(key)
-        return self.with_etag(self._file(path, path.stat()))
+        found = self._at(self.path_for(key))
+        if found is None:
+            raise FileNotFoundError(f"{key} is not a landed file in {self.root} (gone, not a file, or a symbolic "
+                                    "link into the landing zone: the file it points to is landed in its own name)")
+        return self.with_etag(found)
 
     def files_at(self, paths: set[str]) -> Iterator[LandedFile]:
         """The landed files among `paths` (a folder: the files under it), as `list_files` would list them; paths
         gone, outside the entity prefixes or hidden are nothing."""
-        prefixes = [self.path_for(entity_prefix(e)) for e in Entity]
-        seen: set[Path] = set()
+        prefixes, inside, known = self._prefixes(), self._inside(), {}
+        seen: set[str] = set()
         for raw in sorted(paths):
             path = Path(raw)
             if not any(path.is_relative_to(p) for p in prefixes) or _hidden(path.relative_to(self.root).as_posix()):
                 continue
-            try:
-                stat = path.stat()
-            except (FileNotFoundError, NotADirectoryError):
+            if path in prefixes:
+                found = self._walk(path, inside)
+            elif (stat := self._status(path, known)) is None:
                 continue
-            if path.is_dir():
-                for root, dirs, names in os.walk(path):
-                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                    for name in sorted(n for n in names if not n.startswith(".")):
-                        child = Path(root) / name
-                        with contextlib.suppress(FileNotFoundError):
-                            if child not in seen and (child_stat := child.stat()) and stat_module.S_ISREG(
-                                    child_stat.st_mode):
-                                seen.add(child)
-                                yield self._file(child, child_stat)
-            elif path not in seen and stat_module.S_ISREG(stat.st_mode):  # a FIFO would hang the hashing
-                seen.add(path)
-                yield self._file(path, stat)
+            elif stat_module.S_ISDIR(stat.st_mode):
+                found = self._walk(path, inside)
+            else:
+                found = filter(None, [self._entry(path, stat, inside)])
+            for f in found:
+                if f.key not in seen:
+                    seen.add(f.key)
+                    yield f
 
     def watch(self) -> tuple[FolderWatch, bool]:
         return FolderWatch.of(self.root)
 
     def with_etag(self, file: LandedFile) -> LandedFile:
-        return file if file.etag else replace(file, etag=md5_file(self.path_for(file.key)))
+        """`file` with its MD5, and with the size and change time the MD5 belongs to (the file may have changed
+        since it was listed)."""
+        if file.etag:
+            return file
+        path = self.path_for(file.key)
+        try:
+            stat, digest = _hashed(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and (now := self._at(path)) is not None:
+                return now  # replaced by a link since it was listed: refused
+            raise
+        return replace(self._file(path, stat), etag=digest)
 
     def read_head(self, file: LandedFile, max_bytes: int = 65536) -> bytes:
-        with self.path_for(file.key).open("rb") as fh:
+        with self.open(file) as fh:
             return fh.read(max_bytes)
 
     def open(self, file: LandedFile) -> BinaryIO:
-        return self.path_for(file.key).open("rb")
+        if file.refusal is not None:
+            raise ValueError(f"{file.key} is not to be read: {file.refusal.message}")
+        return _open_unlinked(self.path_for(file.key))
 
     def unchanged(self, file: LandedFile) -> bool:
-        path = self.path_for(file.key)
         try:
-            now = self._file(path, path.stat())
-            if (now.size, now.modified_at) == (file.size, file.modified_at):
+            now = self._at(self.path_for(file.key))
+            if now is None:
+                return False
+            if (now.size, now.modified_at, now.refusal) == (file.size, file.modified_at, file.refusal):
                 return True
-            return md5_file(path) == file.etag
+            return self.with_etag(now).etag == file.etag
         except FileNotFoundError:
             return False
 
@@ -255,6 +431,33 @@ class LocalLandingZone:
         return self.describe(target.relative_to(self.root).as_posix())
 
 
+def _observer():
+    """watchdog's observer for this platform; on Linux, one whose inotify watches never follow a symbolic link.
+
+    watchdog watches each folder it finds in a new folder, links to folders included; with an event filter (ours,
+    below) it leaves out IN_DONT_FOLLOW, so a link to a folder already watched (its parent: `sub/up -> ..`) gets
+    that folder's watch and renames it, and every later event there came as `sub/up/<name>`, then
+    `sub/up/sub2/up/<name>`, ...: paths through links, which a tick must not take (and once they grow past
+    PATH_MAX, fail). Not following, the link gets a watch of its own, and the folder keeps its name."""
+    from watchdog.observers import Observer
+
+    try:
+        from watchdog.observers.api import BaseObserver
+        from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
+        from watchdog.observers.inotify_c import InotifyConstants
+    except (ImportError, OSError):  # not Linux
+        return Observer()
+    if Observer is not InotifyObserver:
+        return Observer()
+
+    class Unfollowing(InotifyEmitter):
+        def get_event_mask_from_filter(self) -> int | None:
+            mask = super().get_event_mask_from_filter()
+            return None if mask is None else mask | InotifyConstants.IN_DONT_FOLLOW
+
+    return BaseObserver(Unfollowing)
+
+
 class FolderWatch:
     """What was created, moved in or written under a landing folder since the last `drain`, from the operating
     system's file notifications (watchdog: inotify on Linux, FSEvents on macOS, in a background thread).
@@ -270,7 +473,6 @@ class FolderWatch:
     def __init__(self, root: Path):
         from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
                                      FileMovedEvent, FileSystemEventHandler)
-        from watchdog.observers import Observer
 
         self.root = root
         self._changed: set[str] = set()
@@ -282,7 +484,7 @@ class FolderWatch:
                 with watch._lock:
                     watch._changed.update(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
 
-        self.observer = Observer()
+        self.observer = _observer()
         self.observer.daemon = True
         # A file is news when it is created, closed after writing (inotify; a rewrite in place) or moved in; a
         # folder when created or moved in (its files may bring no events of their own). Every write() and every

@@ -1,19 +1,21 @@
 """Table maintenance: what keeps a lakehouse fed by micro-batches as fast after 1,000 runs as after one.
 
 Every run adds snapshots, manifests and small data files to the tables it writes, and Iceberg keeps them all until
-told otherwise. Per table, with Iceberg's own Spark procedures:
-1. `rewrite_data_files`: small data files compacted (bin-pack), once a table has enough of them.
-2. `rewrite_manifests`: one manifest per partition spec instead of one per commit.
-3. `expire_snapshots`: snapshots older than the retention leave the history, with the files only they held.
-4. `remove_orphan_files`: files no snapshot references (a commit that failed), older than three days.
+told otherwise. Per table, with Iceberg's own Spark actions (what its procedures call; values are passed as values,
+never written into SQL text, and the table is one of the contracts'):
+1. `rewriteDataFiles`: small data files compacted (bin-pack), once a table has enough of them.
+2. `rewriteManifests`: one manifest per partition spec instead of one per commit.
+3. `expireSnapshots`: snapshots older than the retention leave the history, with the files only they held.
+4. `deleteOrphanFiles`: files no snapshot references (a commit that failed), older than three days.
 
 What must never expire: a snapshot an incremental mark names (Silver's position in Bronze, the Silver snapshot a
 Gold table last read, a check's verified position), and a Bronze batch the ingestion log has not settled yet. The
-incremental code walks the history from a mark to the current snapshot, so the whole chain from the oldest such
-snapshot on stays: `older_than` is the earlier of the retention cutoff and that snapshot's time. Marks are found
-by value (every `lakehouse.*` property holding a snapshot id of the table), so a new kind of mark is protected
-without a change here. Should a mark's snapshot be gone anyway (an expiry by hand), the step that reads it falls
-back to one full pass (tested).
+incremental code walks the lineage from a mark to the current snapshot, so the whole chain from the oldest such
+snapshot on stays, and expiry names the snapshots it takes (`expirable`): those of the lineage before it, not
+those stamped before some time, since Iceberg lets a commit be stamped up to a minute before its parent. Marks are
+found by value (every `lakehouse.*` property holding a snapshot id of the table), so a new kind of mark is
+protected without a change here. Should a mark's snapshot be gone anyway (an expiry by hand), the step that reads
+it falls back to one full pass (tested).
 
 When: a micro-batch sensor adds ~30 files per batch to each day-partitioned table it writes, and each costs every
 later run a read (bench/results/2026-12-01-warm-runs.md: 651 files against 31 made a run's executor CPU 1.4-1.7x),
@@ -34,7 +36,6 @@ from pyspark.sql import SparkSession
 from lakehouse import tables
 from lakehouse.contracts import ALL_TABLES, BRONZE
 from lakehouse.errors import UserError
-from lakehouse.settings import CATALOG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -98,48 +99,83 @@ def _data_files(spark: SparkSession, table: str) -> int:
     return int(snap.summary.get("total-data-files", 0)) if snap else 0
 
 
+def expirable(metadata: dict, protected: set[int], cutoff_ms: float, retain_last: int) -> list[int]:
+    """The snapshots expiry may take (a table's metadata JSON, `tables._metadata`), chosen by lineage.
+
+    The steps read forward from a mark to the current snapshot through parent links, so the current lineage stays
+    whole from the oldest of: a `protected` snapshot (one a mark names, an unsettled Bronze batch), the last
+    `retain_last`, and the first stamped within the retention (after `cutoff_ms`). Only what comes before them all
+    may go. Not by timestamp order: Iceberg accepts a commit stamped up to a minute before its parent (clocks a
+    minute apart), and its own age rule, walking back from the head, stops at the first snapshot older than the
+    cutoff and takes everything behind it, marked or not. Snapshots outside the current lineage (rolled back) go
+    once older than the retention, unless another branch or tag holds them.
+    """
+    lineage = tables._lineage(metadata)
+    keep_from = min([max(0, len(lineage) - retain_last)] + [
+        i for i, snap in enumerate(lineage) if snap.snapshot_id in protected or snap.timestamp_ms >= cutoff_ms])
+    by_id = {snap["snapshot-id"]: snap for snap in metadata.get("snapshots", [])}
+    held = set()
+    for name, ref in metadata.get("refs", {}).items():
+        at = ref["snapshot-id"] if name != "main" else None
+        while at in by_id and at not in held:
+            held.add(at)
+            at = by_id[at].get("parent-snapshot-id")
+    in_lineage = {snap.snapshot_id for snap in lineage}
+    return [snap.snapshot_id for snap in lineage[:keep_from] if snap.snapshot_id not in held] + [
+        sid for sid, snap in by_id.items()
+        if sid not in in_lineage and sid not in held and snap.get("timestamp-ms", 0) < cutoff_ms]
+
+
+def _actions(spark: SparkSession):
+    # Iceberg's Spark actions, what its procedures call: values go as values, never into SQL text.
+    return spark._jvm.org.apache.iceberg.spark.actions.SparkActions.get(spark._jsparkSession)
+
+
+def _count(spark: SparkSession, iterable) -> int:
+    return spark._jvm.org.apache.iceberg.relocated.com.google.common.collect.Iterables.size(iterable)
+
+
 def maintain_table(spark: SparkSession, table: str, retention: timedelta, marks: set[int],
                    now: datetime | None = None, compact: bool = True, remove_orphans: bool = True,
                    min_input_files: int = MIN_INPUT_FILES, retain_last: int = RETAIN_LAST) -> TableMaintenance:
-    """Compact, rewrite manifests and expire one table's history, keeping what the marks need."""
+    """Compact, rewrite manifests and expire one table's history (a contract's table), keeping what the marks
+    need."""
+    [table] = table_names([table])
     result = TableMaintenance(table)
     if tables.current_snapshot(spark, table) is None:
         return result
     result.data_files_before = _data_files(spark, table)
     now = now or datetime.now(timezone.utc)
-    call = f"CALL {CATALOG_NAME}.system"
     if compact:
-        row = spark.sql(
-            f"{call}.rewrite_data_files(table => '{table}', options => map("
-            f"'min-input-files', '{min_input_files}', 'target-file-size-bytes', '{TARGET_FILE_BYTES}', "
-            "'partial-progress.enabled', 'false'))").first()
-        result.rewritten_files, result.added_files = row.rewritten_data_files_count, row.added_data_files_count
-        if spark.sql(f"SELECT count(*) AS n FROM {table}.manifests").first().n >= MIN_MANIFESTS:
-            row = spark.sql(f"{call}.rewrite_manifests(table => '{table}')").first()
-            result.rewritten_manifests = row.rewritten_manifests_count
-    history = tables.snapshots(spark, table)  # the table's metadata, no Spark job
+        done = (_actions(spark).rewriteDataFiles(tables.iceberg_table(spark, table))
+                .option("min-input-files", str(min_input_files))
+                .option("target-file-size-bytes", str(TARGET_FILE_BYTES))
+                .option("partial-progress.enabled", "false").execute())
+        result.rewritten_files, result.added_files = done.rewrittenDataFilesCount(), done.addedDataFilesCount()
+        jtable = tables.iceberg_table(spark, table)
+        if jtable.currentSnapshot().allManifests(jtable.io()).size() >= MIN_MANIFESTS:
+            result.rewritten_manifests = _count(spark, _actions(spark).rewriteManifests(jtable).execute()
+                                                .rewrittenManifests())
+    metadata = tables._metadata(spark, table)  # no Spark job
+    history = tables._lineage(metadata)
     result.snapshots_before = len(history)
     protected = (marks & {snap.snapshot_id for snap in history}) | _unsettled(spark, table, history)
     result.kept_for_marks = sorted(protected)
-    now_ms = now.timestamp() * 1000
-    cutoff_ms = now_ms - retention.total_seconds() * 1000
-    if protected:  # the chain from the oldest marked snapshot to the current one stays whole
-        cutoff_ms = min(cutoff_ms, min(snap.timestamp_ms for snap in history if snap.snapshot_id in protected))
-    # The procedure costs seconds even when it has nothing to do: ask the snapshot list first.
-    if len(history) > retain_last and any(snap.timestamp_ms < cutoff_ms for snap in history[:-retain_last]):
-        cutoff = datetime.fromtimestamp(cutoff_ms / 1000, timezone.utc).replace(tzinfo=None)
-        row = spark.sql(
-            f"{call}.expire_snapshots(table => '{table}', older_than => TIMESTAMP '{cutoff.isoformat(sep=' ')}', "
-            f"retain_last => {retain_last})").first()
-        result.expired_data_files = row.deleted_data_files_count
+    expire = expirable(metadata, protected, (now - retention).timestamp() * 1000, retain_last)
+    # The action costs seconds even when it has nothing to do: the snapshot list is asked first.
+    if expire:
+        # Its age rule set to take nothing (every snapshot is younger than 1970): only the snapshots named go.
+        action = _actions(spark).expireSnapshots(tables.iceberg_table(spark, table)).expireOlderThan(0)
+        for snapshot_id in expire:
+            action.expireSnapshotId(snapshot_id)
+        result.expired_data_files = action.execute().deletedDataFilesCount()
         result.snapshots_after = len(tables.snapshots(spark, table))
     else:
         result.snapshots_after = len(history)
     if remove_orphans:
-        orphans_before = now.replace(tzinfo=None) - ORPHAN_AGE
-        result.orphan_files = len(spark.sql(
-            f"{call}.remove_orphan_files(table => '{table}', older_than => TIMESTAMP "
-            f"'{orphans_before.isoformat(sep=' ')}')").collect())
+        orphans_before = int((now - ORPHAN_AGE).timestamp() * 1000)
+        result.orphan_files = _count(spark, _actions(spark).deleteOrphanFiles(tables.iceberg_table(spark, table))
+                                     .olderThan(orphans_before).execute().orphanFileLocations())
     result.data_files_after = _data_files(spark, table)
     return result
 

@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -158,17 +159,29 @@ GOOD = [
          silver_ids={"gc1", "gc2"}, rows=2),
 ]
 BY_NAME = {c.name: c for c in CASES + GOOD}
+# Symbolic links (docs/quality.md): never read through. One that leads out of the landing zone, or round in a loop,
+# is refused on its own; one into the zone is the file it points to, ingested once, under that file's own name.
+LINKS = {  # key -> (where it points, reason); "outside": a good posts file outside the landing zone
+    "input/post/link_outside.csv": ("outside", "symlink_outside_landing_zone"),
+    "input/comment/link_loop_a.csv": ("link_loop_b.csv", "symlink_loop"),
+    "input/comment/link_loop_b.csv": ("link_loop_a.csv", "symlink_loop"),
+    "input/post/link_inside.csv": ("good_posts.csv", None),
+}
 
 
 @pytest.fixture(scope="module")
-def landed(spark, settings):
-    """Land every case and the good files at once, run the whole graph once, keep what the run reported."""
+def landed(spark, settings, tmp_path_factory):
+    """Land every case, the links and the good files at once, run the whole graph once, keep what the run reported."""
     from tests.conftest import empty_lakehouse
 
     zone = empty_lakehouse(spark, settings)
     for case in CASES + GOOD:
         path = zone.path_for(case.key)
         path.write_bytes(case.data)
+    outside = tmp_path_factory.mktemp("outside") / "posts.csv"
+    outside.write_bytes(posts(post_row("outside1")))
+    for key, (target, _) in LINKS.items():
+        os.symlink(outside if target == "outside" else target, zone.path_for(key))
     from lakehouse_assets.definitions import defs
 
     instance = dg.DagsterInstance.ephemeral()
@@ -202,7 +215,23 @@ def test_the_run_succeeds_and_only_warnings_fail(landed):
 def test_the_ingestion_log_accounts_for_every_landed_file(landed, spark):
     zone = landed[0]
     logged = {r.source_uri for r in _q(spark, "SELECT source_uri FROM bronze.ingestion_log")}
-    assert {zone.path_for(c.key).as_uri() for c in CASES + GOOD} == logged
+    refused_links = {zone.path_for(key).as_uri() for key, (_, reason) in LINKS.items() if reason}
+    assert {zone.path_for(c.key).as_uri() for c in CASES + GOOD} | refused_links == logged
+
+
+def test_symbolic_links_are_never_read_through(landed, spark):
+    zone, _, messages = landed
+    logged = {r.source_uri: (r.status, r.reason, r.rows) for r in _q(
+        spark, "SELECT source_uri, status, reason, rows FROM bronze.ingestion_log")}
+    for key, (_, reason) in LINKS.items():
+        uri = zone.path_for(key).as_uri()
+        if reason is None:  # the file it points to is logged, under its own name
+            assert uri not in logged
+            continue
+        assert logged[uri] == ("rejected", reason, 0)
+        assert any(m and key in m and reason in m for m in messages), "no error in the run log"
+    assert _q(spark, "SELECT count(*) AS n FROM bronze.posts WHERE trim(id) = 'outside1'")[0].n == 0
+    assert _q(spark, "SELECT count(*) AS n FROM bronze.posts WHERE trim(id) = 'good1'")[0].n == 1
 
 
 def test_multiline_bodies_read_right_whatever_the_line_ending(landed, spark):

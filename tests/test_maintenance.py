@@ -220,3 +220,87 @@ def test_table_growth_run_key_names_the_tables_state_not_their_file_counts(spark
         spark.sql(f"CALL lakehouse.system.rewrite_manifests(table => '{table}')")  # a commit, the same files
     assert maintenance.data_file_counts(resource.catalog()) == counts
     assert request().run_key != first.run_key
+
+
+# --- expiry by lineage, not by timestamp order --------------------------------------------------------------------
+
+
+def commit_stamped_before_its_parent(spark, table: str, seconds: int = 30) -> int:
+    """Commit to `table` what a writer whose clock is `seconds` behind commits: a snapshot stamped before its parent.
+    Iceberg accepts it (it tolerates clocks up to a minute apart). The snapshot is Iceberg's own (an empty append,
+    applied), committed through the table's operations with only its timestamp set back."""
+    import json
+
+    jvm = spark._jvm
+    jtable = tables.iceberg_table(spark, table)
+    ops = jtable.operations()
+    base = ops.current()
+    snap = json.loads(jvm.org.apache.iceberg.SnapshotParser.toJson(jtable.newAppend().apply()))
+    snap["timestamp-ms"] = base.currentSnapshot().timestampMillis() - seconds * 1000
+    skewed = jvm.org.apache.iceberg.SnapshotParser.fromJson(json.dumps(snap))
+    ops.commit(base, jvm.org.apache.iceberg.TableMetadata.buildFrom(base).setBranchSnapshot(skewed, "main").build())
+    return snap["snapshot-id"]
+
+
+def test_expiry_keeps_a_marked_snapshot_whose_successor_is_stamped_before_it(spark, settings, lakehouse, tmp_path):
+    """A snapshot stamped before the one a mark names, later in the lineage: Iceberg's age rule (a cutoff at the
+    marked snapshot's time, as maintenance used to ask) stops at it and takes the marked one with everything older.
+    Expiry by lineage keeps the marked snapshot and the chain after it, takes only what came before, and Silver
+    goes on reading incrementally from its mark."""
+    from lakehouse import bronze_layer, silver_layer
+
+    table = "bronze.posts"
+    for seed in (1, 2):
+        land_posts(lakehouse, tmp_path, seed)
+        bronze_layer.ingest_bronze(spark, lakehouse, Entity.POST)
+    assert silver_layer.update_silver(spark, Entity.POST).inserted == 80
+    marked = tables.snapshot_id(spark, table)  # Silver's position in Bronze
+    skewed = commit_stamped_before_its_parent(spark, table)
+    land_posts(lakehouse, tmp_path, 3)
+    bronze_layer.ingest_bronze(spark, lakehouse, Entity.POST)
+    lineage = tables.snapshots(spark, table)
+    ids = [s.snapshot_id for s in lineage]
+    stamped = {s.snapshot_id: s.timestamp_ms for s in lineage}
+    assert ids.index(marked) < ids.index(skewed) and stamped[skewed] < stamped[marked]
+    marks = maintenance.marked_snapshots(spark)
+    assert marked in marks
+
+    # Iceberg's own rule, asked what it would take (applied, not committed): the marked snapshot too.
+    would_take = tables.iceberg_table(spark, table).expireSnapshots().expireOlderThan(stamped[marked]).retainLast(1)
+    assert marked in {snap.snapshotId() for snap in would_take.apply()}
+
+    done = maintenance.maintain_table(spark, table, timedelta(0), marks, compact=False, remove_orphans=False,
+                                      retain_last=1)
+    assert [s.snapshot_id for s in tables.snapshots(spark, table)] == ids[ids.index(marked):]
+    assert done.snapshots_before == len(ids) and done.snapshots_after == len(ids) - ids.index(marked)
+    assert marked in done.kept_for_marks
+    result = silver_layer.update_silver(spark, Entity.POST)
+    assert result.from_snapshot == marked and result.inserted == 40  # the third batch alone, not a full pass
+
+
+def _snap(snapshot_id: int, parent: int | None, at: int) -> dict:
+    return {"snapshot-id": snapshot_id, "parent-snapshot-id": parent, "timestamp-ms": at, "summary": {}}
+
+
+def test_what_may_expire_is_chosen_by_lineage():
+    # Lineage 1 <- 2 <- 3 <- 4 <- 5 (current); 3 was stamped before 2 (a clock behind); 9 was rolled back from 2;
+    # 7 is a tag's, 6 its parent, off the lineage.
+    snaps = [_snap(1, None, 1000), _snap(2, 1, 2000), _snap(3, 2, 1500), _snap(4, 3, 4000), _snap(5, 4, 5000),
+             _snap(9, 2, 2100), _snap(6, None, 1200), _snap(7, 6, 1300)]
+    metadata = {"current-snapshot-id": 5, "snapshots": snaps,
+                "refs": {"main": {"snapshot-id": 5, "type": "branch"}, "audit": {"snapshot-id": 7, "type": "tag"}}}
+
+    def expirable(protected=(), cutoff=10_000, retain_last=1):
+        return sorted(maintenance.expirable(metadata, set(protected), cutoff, retain_last))
+
+    assert expirable({2}) == [1, 9]  # everything stamped before the cutoff, but the mark's chain and the tag's
+    assert expirable({4}) == [1, 2, 3, 9]
+    assert expirable() == [1, 2, 3, 4, 9]  # the last one stays
+    assert expirable(retain_last=3) == [1, 2, 9]
+    # The retention: the lineage stays from its first snapshot stamped within it (3, older, stays with it).
+    assert expirable(cutoff=1800) == [1]
+    assert expirable(cutoff=2050) == [1, 2, 3]  # 9, off the lineage, is younger than the cutoff
+    assert expirable(cutoff=3000) == [1, 2, 3, 9]
+    assert expirable(cutoff=500) == []
+    metadata["refs"]["first"] = {"snapshot-id": 1, "type": "tag"}
+    assert expirable() == [2, 3, 4, 9]

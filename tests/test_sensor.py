@@ -129,6 +129,114 @@ def test_local_exactly_once_against_the_ingestion_log(local, spark):
     assert result.files == [] and result.already_ingested == 2
 
 
+def test_a_rewrite_that_keeps_size_and_modification_time_is_a_new_version(local, spark):
+    """`cp -p` and `rsync -t` set the modification time back: a version is known by its change time (ctime, which
+    no one sets), so other bytes of the same size under the old time are a new version, asked for and ingested."""
+    zone, landing = local
+    path = write(zone, "input/post/a.csv", post_csv("p1", score=1))
+    requests, cursor = tick(sensor_for(), landing)
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(requests[0]))
+    assert tick(sensor_for(), landing, cursor)[0] == []
+    first = zone.describe("input/post/a.csv")
+
+    before = path.stat()
+    path.write_text(post_csv("p1", score=2), encoding="utf-8", newline="")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert not zone.unchanged(first)  # what Bronze asks after its read: a rewrite meanwhile is noticed too
+    requests, cursor = tick(sensor_for(), landing, cursor)
+    assert [keys_of(r) for r in requests] == [["input/post/a.csv"]]
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(requests[0]))
+    assert [(f.status, f.rows) for f in result.files] == [("loaded", 1)]
+    assert sorted(r.score for r in spark.sql("SELECT score FROM bronze.posts").collect()) == ["1", "2"]
+    assert tick(sensor_for(), landing, cursor)[0] == []
+    # The time set back once more over the same bytes (`touch -d`): hashed, the same version, nothing asked.
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))
+    assert tick(sensor_for(), landing, cursor)[0] == []
+
+
+def test_symbolic_links_out_of_the_landing_zone_are_refused_alone_and_loops_stop_nothing(local, spark, tmp_path):
+    """A link out of the landing zone (to a file or a folder) is never read: Bronze logs it as rejected, with its
+    reason, beside the files that load. A link into the zone is the file it points to, ingested once under that
+    file's own name. Links that go round (a -> b -> a, a folder linked to its parent, to the landing root) stop
+    neither the listing nor the run."""
+    zone, landing = local
+    folder = zone.path_for("input/post")
+    write(zone, "input/post/a.csv", post_csv("p1"))
+    secret = tmp_path / "secret.csv"
+    secret.write_text(post_csv("s1"), encoding="utf-8", newline="")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "e.csv").write_text(post_csv("e1"), encoding="utf-8", newline="")
+    os.symlink(secret, folder / "secret.csv")
+    os.symlink(tmp_path / "exports", folder / "exports")
+    os.symlink("a.csv", folder / "latest.csv")
+    os.symlink("loop-b.csv", folder / "loop-a.csv")
+    os.symlink("loop-a.csv", folder / "loop-b.csv")
+    (folder / "sub").mkdir()
+    os.symlink("..", folder / "sub" / "parent")
+    os.symlink(zone.root, folder / "root")
+
+    [request], cursor = tick(sensor_for(), landing)
+    refused = {"input/post/secret.csv": "symlink_outside_landing_zone",
+               "input/post/exports": "symlink_outside_landing_zone",
+               "input/post/loop-a.csv": "symlink_loop", "input/post/loop-b.csv": "symlink_loop"}
+    assert sorted(keys_of(request)) == sorted(["input/post/a.csv", *refused])
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(request))
+    assert {f.key: (f.status, f.reason) for f in result.files} == {
+        "input/post/a.csv": ("loaded", None), **{key: ("rejected", reason) for key, reason in refused.items()}}
+    [message] = [f.message for f in result.files if f.key == "input/post/secret.csv"]
+    assert str(secret) in message and "outside the landing zone" in message
+    assert [r.id for r in spark.sql("SELECT trim(id) AS id FROM bronze.posts").collect()] == ["p1"]
+    logged = {r.source_uri: r.reason for r in spark.sql("SELECT source_uri, reason FROM bronze.ingestion_log").collect()}
+    assert logged == {zone.path_for(key).as_uri(): reason for key, reason in {**refused, "input/post/a.csv": None}.items()}
+    assert tick(sensor_for(), landing, cursor)[0] == []  # each refusal is settled, once
+
+    # The link replaced by a copy of its file: a new version, ingested.
+    zone.land(secret, Entity.POST)
+    [request], cursor = tick(sensor_for(), landing, cursor)
+    assert keys_of(request) == ["input/post/secret.csv"]
+    assert [f.status for f in bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=keys_of(request)).files] == [
+        "loaded"]
+    # A full listing by Bronze itself (no keys) finds nothing new, the links still there.
+    assert bronze_layer.ingest_bronze(spark, zone, Entity.POST).files == []
+
+
+def test_the_folder_watch_survives_folders_linked_to_their_parents(lakehouse, tmp_path):
+    """A folder link to its parent, made while the watch runs, left watchdog naming the parent's events through the
+    link (`sub/up/new.csv`, then `sub/up/sub2/up/new.csv`, ...): files landed there were missed, or taken under
+    names that go through links. The watch still names them where they are, and the tick asks for them."""
+    import time as clock
+
+    from lakehouse.landing import FolderWatch
+    from tests.test_events import Watched
+
+    watched = Watched()
+    zone = watched.zone
+    folder = zone.path_for("input/post")
+    try:
+        assert watched.tick() == []  # the watch starts on an empty folder
+        for i in range(5):
+            (folder / f"sub{i}").mkdir()
+            for j in range(5):
+                os.symlink("..", folder / f"sub{i}" / f"up{j}")
+        os.symlink("y.csv", folder / "x.csv")
+        os.symlink("x.csv", folder / "y.csv")
+        clock.sleep(1)  # watchdog has watched the new folders and their links
+        write(zone, "input/post/new.csv", post_csv("n1"))
+        write(zone, "input/post/sub3/deep.csv", post_csv("d1"))
+        asked: list[str] = []
+        deadline = clock.monotonic() + 10
+        while len(asked) < 4 and clock.monotonic() < deadline:
+            asked += watched.tick()
+            clock.sleep(0.2)
+        assert sorted(asked) == ["input/post/new.csv", "input/post/sub3/deep.csv", "input/post/x.csv",
+                                 "input/post/y.csv"]
+        assert FolderWatch._watches[zone.root].alive()
+    finally:
+        watched.stop()
+
+
 # --- S3 through a moto server on loopback -------------------------------------------------------------------
 
 
