@@ -14,7 +14,7 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -381,6 +381,19 @@ def _scan(landing: LandingZone, f: LandedFile) -> bronze_tf.FileScan:
         return bronze_tf.scan_records(stream)
 
 
+def _first_loaded(spark: SparkSession, entity: Entity, files: list[LandedFile]) -> dict[tuple[str, str], datetime]:
+    """When each of these file versions was first loaded, for those loaded before (a retracted version an operator
+    reprocesses). Its rows get that time again as `_ingested_at`, their place in Silver's version order (the latest
+    ingestion wins): taking a retraction back puts every table back as it was, where a new time would make an old
+    export newer than the files that came after it."""
+    wanted = {(f.uri, f.etag) for f in files}
+    first: dict[tuple[str, str], datetime] = {}
+    for r in log_history(spark, entity):  # oldest first
+        if r["status"] == LOADED and (version := (r["source_uri"], r["source_etag"])) in wanted:
+            first.setdefault(version, r["ingested_at"])
+    return first
+
+
 def _writer(spark: SparkSession, table: str, entity: Entity, files: list[tuple[LandedFile, bronze_tf.HeaderCheck]],
             batch_id: str, now: datetime, writer: str):
     """The Spark write that appends the files' rows to Bronze as one batch (one commit) when it is `.append()`ed."""
@@ -394,11 +407,18 @@ def _writer(spark: SparkSession, table: str, entity: Entity, files: list[tuple[L
         raw = part if raw is None else raw.unionByName(part)
     paths = _spark_file_paths(spark, [f for f, _ in files])
     batch = bronze_tf.to_bronze(raw, paths, batch_id, now, entity, files_own_partitions=True)
+    if first_loaded := _first_loaded(spark, entity, [f for f, _ in files]):
+        ingested_at = F.col("_ingested_at")
+        for (uri, etag), first in first_loaded.items():
+            # pyspark reads the log's time back as naive local time: given to Spark as the instant it names.
+            ingested_at = F.when((F.col("_source_uri") == uri) & (F.col("_source_etag") == etag),
+                                 F.lit(first.astimezone(timezone.utc))).otherwise(ingested_at)
+        batch = batch.withColumn("_ingested_at", ingested_at)
     return (
         batch.writeTo(table)
-        # A batch has one `_ingested_at`, so one partition: Iceberg's default hash distribution for a
-        # partitioned table would shuffle every raw row of the batch to one task, and its local sort by
-        # partition would copy every row once more, before writing it.
+        # A batch has one `_ingested_at` (and a reprocessed version its first load's), so one partition or a few:
+        # Iceberg's default hash distribution for a partitioned table would shuffle every raw row of the batch to
+        # one task, and its local sort by partition would copy every row once more, before writing it.
         .option("distribution-mode", "none").option("fanout-enabled", "true")
         .option(f"snapshot-property.{tables.BATCH_ID_PROPERTY}", batch_id)
         .option(f"snapshot-property.{tables.WRITER_PROPERTY}", writer)

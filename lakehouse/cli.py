@@ -391,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     retract.add_argument("--entity", choices=[e.value for e in Entity], help="when the target does not tell")
     retract.set_defaults(func=cmd_retract)
 
-    reprocess = operator("reprocess", "ingest retracted or rejected file versions again (e.g. after a parser fix)",
-                         why_required=False)
+    reprocess = operator("reprocess", "ingest retracted or rejected file versions again (e.g. after a parser fix); "
+                         "a retracted version comes back in its old place, undoing the retraction", why_required=False)
     reprocess.add_argument("keys", nargs="+", help="landing keys, e.g. input/comment/2022-03.csv")
     reprocess.set_defaults(func=cmd_reprocess)
 

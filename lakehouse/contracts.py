@@ -90,7 +90,9 @@ INGESTION_COLUMNS = (
         "_extra_columns", "MAP<STRING,STRING>", True,
         "source columns the contract does not know (schema drift), by header name; null when none",
     ),
-    Column("_ingested_at", "TIMESTAMP", False, "when the batch was written to Bronze (UTC)"),
+    Column("_ingested_at", "TIMESTAMP", False,
+           "when the file version was first loaded into Bronze (UTC): its batch's time, or for a version reprocessed "
+           "after a retraction its first batch's (its place in Silver's version order)"),
     Column("_batch_id", "STRING", False, "ingestion batch id; one batch may hold many files"),
 )
 

@@ -140,10 +140,11 @@ def retract(
             from_retracted.unpersist()
     finally:
         ids.unpersist()
-    # 4. Bronze and quarantine: the versions' own rows.
-    result.bronze_rows = _delete_versions(spark, bronze_t, keys, ["_batch_id", "_source_uri", "_source_etag"])
-    result.quarantine_rows = _delete_versions(spark, quarantine_t, keys.drop("_batch_id").distinct(),
-                                              ["_source_uri", "_source_etag"])
+    # 4. Bronze and quarantine: the versions' own rows, as these batches loaded them. By batch, not by file
+    # version: the same version reprocessed since is another batch's, and running this again leaves it alone.
+    on = ["_batch_id", "_source_uri", "_source_etag"]
+    result.bronze_rows = _delete_versions(spark, bronze_t, keys, on)
+    result.quarantine_rows = _delete_versions(spark, quarantine_t, keys, on)
     # 5. Gold through its own steps: they see the restored rows as changes and the removed ids as gone.
     for key in (entity.plural, "subreddit_daily", "post_engagement"):
         g = gold_layer.gold_update(key)(spark, key)
@@ -155,6 +156,10 @@ def retract(
 
 
 def _delete_versions(spark: SparkSession, table: str, keys: DataFrame, on: list[str]) -> int:
+    """Delete the rows of these versions; a table that holds none is not written (a MERGE that deletes nothing
+    would still commit a snapshot), so a retraction run again changes nothing."""
+    if spark.table(table).join(F.broadcast(keys), on, "left_semi").isEmpty():
+        return 0
     before = tables.total_records(spark, table)
     tables.retrying(table, lambda: tables.merge(spark, table, F.broadcast(keys), on, "WHEN MATCHED THEN DELETE"))
     return before - tables.total_records(spark, table)
@@ -193,8 +198,7 @@ def _restore_silver(spark: SparkSession, entity: Entity, ids: DataFrame, alive: 
 def _forget_verified(spark: SparkSession, table: str) -> list[str]:
     """Drop the checks' incremental positions on `table`: after a rebuild every check looks at everything."""
     marks = [k for k in tables.table_properties(spark, table) if k.startswith("lakehouse.verified.")]
-    if marks:
-        spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ({', '.join(repr(k) for k in marks)})")
+    tables.unset_properties(spark, table, marks)
     return marks
 
 
@@ -296,41 +300,45 @@ def accept(spark: SparkSession, table: str, check: str, outcome, *, actor: str, 
     The same failure then reports as a warning naming who accepted it, when and why; any other failure still
     fails. An incremental check's accepted range also leaves its scope (its position moves past it), so the runs
     after look at new data only; the nightly full pass still reports what is wrong in the table.
+
+    The acceptance and the moved position are one commit (every check keeps its position on the table it checks).
+    A position kept on another table would move after the acceptance is written: a failure between the two leaves
+    an accepted failure whose range is still in scope, never a range out of scope with no acceptance recorded.
     """
     from lakehouse.checks import ACCEPTED_PREFIX, VERIFIED_PREFIX
 
     if outcome.passed:
         raise NothingToAccept(f"{check} on {table} passes ({outcome.summary}): nothing to accept")
-    props = tables.table_properties(spark, table)
     entry = {"failure": outcome.failure_id(), "summary": outcome.summary, "by": actor, "why": reason,
              "at": clock.utcnow().isoformat(timespec="seconds"), "run_id": run_id}
-    changes = {ACCEPTED_PREFIX + check: json.dumps(entry)}
+    changes: dict[str, dict[str, str | None]] = {table: {}}
     if outcome.mark is not None and outcome.through is not None:
         mark_table, mark = outcome.mark
-        entry["position"] = {"table": mark_table, "mark": mark, "from": props.get(VERIFIED_PREFIX + mark),
+        entry["position"] = {"table": mark_table, "mark": mark,
+                             "from": tables.table_properties(spark, mark_table).get(VERIFIED_PREFIX + mark),
                              "to": outcome.through}
-        changes[ACCEPTED_PREFIX + check] = json.dumps(entry)
-        tables.set_properties(spark, mark_table, {VERIFIED_PREFIX + mark: outcome.through})
-    tables.set_properties(spark, table, changes)
+        changes.setdefault(mark_table, {})[VERIFIED_PREFIX + mark] = outcome.through
+    changes[table][ACCEPTED_PREFIX + check] = json.dumps(entry)
+    for target, props in changes.items():  # the checked table first
+        tables.set_properties(spark, target, props)
     record(spark, "accept", f"{table}:{check}", actor, reason, entry, run_id)
     return entry
 
 
 def revoke(spark: SparkSession, table: str, check: str, *, actor: str, reason: str, run_id: str | None = None) -> dict:
     """Take an acceptance back: the failure fails again, and an incremental check's accepted range is back in
-    its scope."""
+    its scope. The reverse of `accept`: one commit, or the position back before the acceptance goes."""
     from lakehouse.checks import ACCEPTED_PREFIX, VERIFIED_PREFIX
 
     raw = tables.table_properties(spark, table).get(ACCEPTED_PREFIX + check)
     if not raw:
         raise NothingToAccept(f"no acceptance of {check} on {table} is recorded")
     entry = json.loads(raw)
-    position = entry.get("position")
-    if position:
-        if position["from"] is None:
-            spark.sql(f"ALTER TABLE {position['table']} UNSET TBLPROPERTIES ('{VERIFIED_PREFIX + position['mark']}')")
-        else:
-            tables.set_properties(spark, position["table"], {VERIFIED_PREFIX + position["mark"]: position["from"]})
-    spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ('{ACCEPTED_PREFIX + check}')")
+    changes: dict[str, dict[str, str | None]] = {}
+    if position := entry.get("position"):  # back where it was before the acceptance (None: no position)
+        changes[position["table"]] = {VERIFIED_PREFIX + position["mark"]: position["from"]}
+    changes.setdefault(table, {})[ACCEPTED_PREFIX + check] = None
+    for target, props in changes.items():  # the checked table last
+        tables.set_properties(spark, target, props)
     record(spark, "revoke", f"{table}:{check}", actor, reason, {"revoked": entry}, run_id)
     return entry

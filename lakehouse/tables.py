@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -244,9 +244,7 @@ def ensure_marked(spark: SparkSession, table: str, values: dict[str, str]) -> No
         append.commit()
     # Marks an older version kept as table properties are carried now: dropped, so that they can never stand in
     # for the carried ones (were those expired by hand).
-    legacy = [k for k in metadata.get("properties", {}) if k.startswith(STEP_MARK_PREFIXES)]
-    if legacy:
-        spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ({', '.join(repr(k) for k in legacy)})")
+    unset_properties(spark, table, [k for k in metadata.get("properties", {}) if k.startswith(STEP_MARK_PREFIXES)])
 
 
 def set_watermarks(
@@ -343,11 +341,31 @@ def latest_micros(spark: SparkSession, table: str, snapshot_id: int, column: str
         F.unix_micros(F.max(column)).alias("m")).first().m)
 
 
-def set_properties(spark: SparkSession, table: str, props: dict[str, str]) -> None:
-    """Set table properties (a metadata-only commit: no new snapshot, no data rewritten)."""
-    if props:
-        pairs = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
-        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
+def set_properties(spark: SparkSession, table: str, props: dict[str, str | None]) -> None:
+    """Set table properties, removing those given as None, in one metadata-only commit (no new snapshot, no data
+    rewritten): they change together or not at all.
+
+    Through Iceberg's Java API, never SQL text: a value is stored exactly as given, whatever it holds (an
+    operator's reason with quotes, backslashes, newlines), where `ALTER TABLE ... SET TBLPROPERTIES` would have it
+    parsed and unescaped by Spark. The commit retries by itself on the table as it is when another writer
+    committed meanwhile. Nothing is left holding the old properties: readers load the table from the catalog
+    (`iceberg_table` refreshes it), and where the catalog caches tables (AWS) this commit went through the cached
+    table itself.
+    """
+    if not props:
+        return
+    update = iceberg_table(spark, table).updateProperties()
+    for key, value in props.items():
+        if value is None:
+            update.remove(key)
+        else:
+            update.set(key, value)
+    update.commit()
+
+
+def unset_properties(spark: SparkSession, table: str, keys: Iterable[str]) -> None:
+    """Remove table properties (an absent one is no error), in one metadata-only commit."""
+    set_properties(spark, table, dict.fromkeys(keys))
 
 
 def merge(spark: SparkSession, table: str, source: DataFrame, keys: list[str], clause: str,

@@ -2,7 +2,8 @@
 
 - `retract_file`: take a file version (or a batch) out of Bronze, Silver and Gold.
 - `ingest_posts` / `ingest_comments`: the sensor's selection for one entity; with `reprocess: true` in the Bronze
-  config they take a retracted or rejected file version again.
+  config they take a retracted or rejected file version again (a retracted one in its old place: the undo of a
+  retraction).
 - `accept_check`: accept a failing check's current failure (or revoke an acceptance), with who and why.
 - `full_refresh`: rebuild Silver and Gold from Bronze, each table swapped in one commit.
 

@@ -83,7 +83,7 @@ def test_retract_then_reprocess_a_file(spark, settings, lakehouse, instance, tmp
     report = status(capsys)
     assert report["entities"]["post"]["files"]["retracted"] == 1
     assert report["operator_log"][-1]["action"] == "retract" and report["operator_log"][-1]["actor"] == "alice"
-    # The sensor leaves a retracted version alone; reprocess takes it again, as the newest delivery.
+    # The sensor leaves a retracted version alone; reprocess takes it again, in its old place (the newest here).
     # Retracting it again finishes nothing new (a retraction interrupted half-way would be completed).
     code, out, err = lakehouse_cmd(capsys, "retract", "input/post/later-posts.csv", "--why", "again")
     assert code == 0 and json.loads(out)["bronze_rows"] == 0, err
@@ -102,6 +102,87 @@ def test_retract_then_reprocess_a_file(spark, settings, lakehouse, instance, tmp
     assert_gold_matches(settings, exp.expected_gold([first.posts[0]], [first.comments[0]]))
 
 
+# A reason as operators write them: quotes, a backslash, a newline, an emoji, and SQL that must stay text.
+REASON = "it's \"bad\" \\ see C:\\new\nticket 😀 ', 'lakehouse.injected'='1"
+
+
+def table_rows(spark, table: str, *leave_out: str) -> list[str]:
+    """Every row of `table` (its columns but `leave_out`), as comparable text, in a fixed order."""
+    return sorted(repr(tuple(r)) for r in spark.table(table).drop(*leave_out).collect())
+
+
+# What an undone retraction cannot give back as it was: when Silver and Gold last wrote a row, and the Bronze batch
+# that holds the version's rows now (the reprocess's: the retracted batch's rows are gone).
+LEAVE_OUT = {"bronze.posts": ("_batch_id",), "silver.posts": ("_batch_id", "_updated_at"),
+             "silver.posts_quarantine": ("_batch_id", "quarantined_at"), "silver.comments": ("_batch_id", "_updated_at"),
+             **{f"gold.{t}": ("loaded_at",) for t in ("posts", "comments", "subreddit_daily", "subreddit_daily_parts",
+                                                      "post_engagement")}}
+
+
+def test_undoing_a_retraction_puts_every_table_back_as_it_was(spark, settings, lakehouse, instance, tmp_path, capsys):
+    """Retract a file a later file overwrote, reprocess it: every table as before, rows and lineage; a retract
+    run again after that finishes nothing and touches nothing."""
+    zone = lakehouse
+    first = generate(tmp_path / "g1", posts=60, comments=180, files=1, seed=31, days=2, subreddits=2, repeat_share=0)
+    # A: 20 of the first file's posts with new scores, 10 new posts and a row Silver quarantines.
+    a = exp.bump_scores(first.posts[0], tmp_path / "a-posts.csv", delta=100, limit=20)
+    extra = generate(tmp_path / "g2", posts=10, comments=0, files=1, seed=32, days=2, subreddits=2, repeat_share=0,
+                     id_offset=5000)
+    bad = ("post,q9zz9,171bj,bad,false,1646159252,https://old.reddit.com/r/bad/comments/q9zz9/x/,self.bad,"
+           "https://old.reddit.com/r/bad/comments/q9zz9/x/,text,title,not-a-score\r\n")
+    with a.open("a", encoding="utf-8", newline="") as out, extra.posts[0].open(encoding="utf-8", newline="") as more:
+        out.write("".join(more.readlines()[1:]) + bad)
+    # B, later: 10 of A's posts with newer scores still.
+    b = exp.bump_scores(first.posts[0], tmp_path / "b-posts.csv", delta=1000, limit=10)
+    zone.land(first.posts[0], Entity.POST)
+    zone.land(first.comments[0], Entity.COMMENT)
+    assert materialize(instance).success
+    for f in (a, b):
+        zone.land(f, Entity.POST)
+        assert materialize(instance, Entity.POST).success
+    valid_a = tmp_path / "a-valid.csv"
+    valid_a.write_bytes(a.read_bytes().replace(bad.encode(), b""))
+    assert_gold_matches(settings, exp.expected_gold([first.posts[0], valid_a, b], [first.comments[0]]))
+    assert [tuple(r) for r in spark.sql("SELECT id, reason FROM silver.posts_quarantine").collect()] == [
+        ("q9zz9", "invalid_score")]
+    before = {t: table_rows(spark, t, *cols) for t, cols in LEAVE_OUT.items()}
+    [batch_a] = [r.batch_id for r in spark.sql("SELECT DISTINCT batch_id FROM bronze.ingestion_log "
+                                               "WHERE source_uri LIKE '%a-posts%'").collect()]
+
+    code, out, err = lakehouse_cmd(capsys, "retract", "input/post/a-posts.csv", "--why", REASON, "--by", "alice")
+    assert code == 0, err
+    assert json.loads(out)["quarantine_rows"] == 1
+    # B's 10 posts keep B's scores; A's other 10 go back to the first file's; A's new posts leave.
+    assert_gold_matches(settings, exp.expected_gold([first.posts[0], b], [first.comments[0]]))
+
+    code, out, err = lakehouse_cmd(capsys, "reprocess", "input/post/a-posts.csv", "--why", REASON, "--by", "alice")
+    assert code == 0, err
+    # Not A's values over B's: A is back in its place, before B, and every table is as it was, row for row.
+    assert {t: table_rows(spark, t, *cols) for t, cols in LEAVE_OUT.items()} == before
+    from tests.test_checks import all_outcomes
+
+    assert {k: o.summary for k, o in all_outcomes(spark).items() if not o.passed} == {}
+
+    # The first retraction run again by its batch id: finished already, so nothing changes, the reprocessed
+    # version's quarantine row included.
+    data = [t for t in LEAVE_OUT]
+    snapshots = {t: tables.snapshot_id(spark, t) for t in data}
+    code, out, err = lakehouse_cmd(capsys, "retract", batch_a, "--why", "again")
+    assert code == 0, err
+    done = json.loads(out)
+    assert (done["bronze_rows"], done["quarantine_rows"], done["silver_restored"], done["silver_deleted"]) == (0, 0, 0, 0)
+    assert {t: tables.snapshot_id(spark, t) for t in data} == snapshots
+    assert {t: table_rows(spark, t, *cols) for t, cols in LEAVE_OUT.items()} == before
+
+    # The reason, exactly as given, in the operator log, the ingestion log and `lakehouse status`.
+    logged = spark.sql("SELECT action, reason FROM ops.operator_log ORDER BY at").collect()
+    assert [(r.action, r.reason) for r in logged] == [("retract", REASON), ("reprocess", REASON), ("retract", "again")]
+    [message] = [r.message for r in spark.sql("SELECT message FROM bronze.ingestion_log WHERE status = 'retracted'"
+                                              ).collect()]
+    assert message == f"retracted by alice: {REASON}"
+    assert [a["reason"] for a in status(capsys)["operator_log"]] == [REASON, REASON, "again"]
+
+
 def test_mistaken_targets_fail_with_a_message(spark, lakehouse, instance, capsys):
     code, _, err = lakehouse_cmd(capsys, "retract", "input/post/never-landed.csv", "--why", "x")
     assert code == 2 and "no loaded or retracted file version matches" in err
@@ -112,7 +193,7 @@ def test_mistaken_targets_fail_with_a_message(spark, lakehouse, instance, capsys
 
 
 def test_accepting_a_failing_check_lets_the_pipeline_move_on_until_something_else_breaks(
-        spark, settings, lakehouse, instance, tmp_path, capsys):
+        spark, settings, lakehouse, instance, tmp_path, capsys, monkeypatch):
     zone = lakehouse
     files = generate(tmp_path / "g", posts=50, comments=100, files=2, seed=3, days=2, subreddits=2, repeat_share=0)
     zone.land(files.posts[0], Entity.POST)
@@ -131,17 +212,37 @@ def test_accepting_a_failing_check_lets_the_pipeline_move_on_until_something_els
                for c in report["entities"]["post"]["failing_checks"])
     assert spark.sql("SELECT count(*) FROM gold.posts").first()[0] < 50  # the second file is not in Gold
 
-    code, out, err = lakehouse_cmd(capsys, "accept", "silver/posts", "types_and_ranges", "--why",
-                                   "a known bad date, fixed upstream", "--by", "bob")
+    # The acceptance and the check's moved position are one commit: when it fails, neither is recorded (the range
+    # stays in scope, the failure still blocks), never the position moved with no acceptance behind it.
+    from lakehouse.checks import ACCEPTED_PREFIX
+
+    marks_before = tables.table_properties(spark, "silver.posts")
+    real_set = tables.set_properties
+
+    def acceptance_fails(spark_, table, props):
+        if any(k.startswith(ACCEPTED_PREFIX) for k in props):
+            raise RuntimeError("the catalog is gone")
+        real_set(spark_, table, props)
+
+    monkeypatch.setattr(tables, "set_properties", acceptance_fails)
+    code, _, err = lakehouse_cmd(capsys, "accept", "silver/posts", "types_and_ranges", "--why", "x")
+    assert code == 1 and "the catalog is gone" in err
+    assert tables.table_properties(spark, "silver.posts") == marks_before
+    monkeypatch.setattr(tables, "set_properties", real_set)
+
+    code, out, err = lakehouse_cmd(capsys, "accept", "silver/posts", "types_and_ranges", "--why", REASON, "--by", "bob")
     assert code == 0, err
     assert "1 rows created_date_mismatch" in out
+    # The reason is a property's value, whatever it holds: it sets no property of its own.
+    added = set(tables.table_properties(spark, "silver.posts")) - set(marks_before)
+    assert added == {"lakehouse.accepted.types_and_ranges"}
     moved_on = materialize(instance)
     assert moved_on.success
     assert spark.sql("SELECT count(*) FROM gold.posts").first()[0] == 50  # the second file reached Gold
     [acceptance] = status(capsys)["entities"]["post"]["acceptances"]
-    assert (acceptance["by"], acceptance["why"]) == ("bob", "a known bad date, fixed upstream")
-    log = spark.sql("SELECT action, actor, target FROM ops.operator_log").collect()
-    assert [(r.action, r.actor, r.target) for r in log] == [("accept", "bob", "silver.posts:types_and_ranges")]
+    assert (acceptance["by"], acceptance["why"]) == ("bob", REASON)
+    log = spark.sql("SELECT action, actor, target, reason FROM ops.operator_log").collect()
+    assert [tuple(r) for r in log] == [("accept", "bob", "silver.posts:types_and_ranges", REASON)]
 
     # A new, different failure still blocks.
     break_one("max")
@@ -151,15 +252,19 @@ def test_accepting_a_failing_check_lets_the_pipeline_move_on_until_something_els
     assert failed == {("types_and_ranges", dg.AssetCheckSeverity.ERROR)}
 
     # Revoked: the accepted range is in scope again, so both bad rows fail the check now.
-    code, _, err = lakehouse_cmd(capsys, "accept", "--revoke", "silver/posts", "types_and_ranges", "--why", "undo")
+    code, _, err = lakehouse_cmd(capsys, "accept", "--revoke", "silver/posts", "types_and_ranges", "--why", REASON)
     assert code == 0, err
+    assert not status(capsys)["entities"]["post"]["acceptances"]
     from lakehouse import silver_layer
     from tests.test_checks import NOW
 
     types, _ = silver_layer.silver_values(spark, Entity.POST, NOW)
     assert types.metrics["created_date_mismatch"] == 2
-    assert [r.action for r in spark.sql("SELECT action FROM ops.operator_log ORDER BY at").collect()] == [
-        "accept", "revoke"]
+    revoked = spark.sql("SELECT action, reason, details FROM ops.operator_log ORDER BY at").collect()
+    assert [(r.action, r.reason) for r in revoked] == [("accept", REASON), ("revoke", REASON)]
+    assert json.loads(revoked[1].details)["revoked"]["why"] == REASON
+    assert tables.table_properties(spark, "silver.posts").get("lakehouse.verified.values") == marks_before.get(
+        "lakehouse.verified.values")
 
 
 def test_accepting_a_bronze_gate_covers_that_failure_only(spark, settings, lakehouse, instance, tmp_path, capsys):
@@ -170,14 +275,14 @@ def test_accepting_a_bronze_gate_covers_that_failure_only(spark, settings, lakeh
     spark.sql("DELETE FROM bronze.posts WHERE _source_row = 3")  # a row lost behind the pipeline's back
     zone.land(files.posts[1], Entity.POST)
     assert not materialize(instance).success  # rows_match_file blocks Silver
-    code, _, err = lakehouse_cmd(capsys, "accept", "bronze/posts", "rows_match_file", "--why", "row 3 was PII")
+    code, _, err = lakehouse_cmd(capsys, "accept", "bronze/posts", "rows_match_file", "--why", REASON)
     assert code == 0, err
     passed = materialize(instance)
     assert passed.success
     [rows] = [e for e in passed.get_asset_check_evaluations()
               if e.check_name == "rows_match_file" and e.asset_key == dg.AssetKey(["bronze", "posts"])]
     assert not rows.passed and rows.severity == dg.AssetCheckSeverity.WARN
-    assert rows.metadata["accepted_why"].value == "row 3 was PII"
+    assert rows.metadata["accepted_why"].value == REASON
     spark.sql("DELETE FROM bronze.posts WHERE _source_row = 5")  # another loss: not what was accepted
     zone.land(files.posts[2], Entity.POST)
     assert not materialize(instance).success
