@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse import tables
+from lakehouse.clock import utcnow
 
 if TYPE_CHECKING:
     from lakehouse import silver_layer
@@ -51,8 +52,6 @@ class CheckOutcome:
         """A stable identity of this failure (accepted failures are matched by it)."""
         basis = self.fingerprint or json.dumps([self.summary, self.sample], default=str, sort_keys=True)
         return hashlib.sha256(basis.encode()).hexdigest()[:16]
-
-
 
 
 def verified(spark: SparkSession, table: str, check: str, full: bool) -> str | None:
@@ -111,6 +110,89 @@ def acceptance(spark: SparkSession, table: str, check: str, outcome: CheckOutcom
     raw = tables.table_properties(spark, table).get(ACCEPTED_PREFIX + check)
     accepted = json.loads(raw) if raw else None
     return accepted if accepted and accepted.get("failure") == outcome.failure_id() else None
+
+
+# --- holds: a gate's failure holds the checked table's readers on every path -------------------------------------
+#
+# Dagster skips the assets below a failing blocking check in the run that evaluated it, and only there. A gate check
+# (Bronze's blocking checks) also keeps its standing failure on the table it checks (`lakehouse.held.<check>`: the
+# failure's id and summary, since when, and the table's snapshot the failing evaluation read), so that a reader in
+# any other run, a catch-up run, a hand-made materialisation or a job outside Dagster reads no further (Silver:
+# `silver_layer.bronze_range`) until an evaluation passes, or an operator accepts exactly that failure
+# (`lakehouse accept`: the acceptance releases it at once, the next evaluation clears it).
+HELD_PREFIX = "lakehouse.held."
+
+
+def _json(raw: str | None) -> dict | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def standing_holds(properties: dict[str, str]) -> list[dict]:
+    """The holds in force among a table's properties (read by Spark or pyiceberg): recorded and not accepted since.
+    Each is the recorded hold with its `check` name; oldest first."""
+    holds = []
+    for key, raw in properties.items():
+        if not key.startswith(HELD_PREFIX):
+            continue
+        check = key[len(HELD_PREFIX):]
+        hold = _json(raw) or {"failure": None, "summary": f"(an unreadable hold: {raw!r})"}
+        accepted = _json(properties.get(ACCEPTED_PREFIX + check))
+        if accepted and hold.get("failure") is not None and accepted.get("failure") == hold["failure"]:
+            continue
+        holds.append({"check": check, **hold})
+    return sorted(holds, key=lambda h: (str(h.get("since")), h["check"]))
+
+
+def holds_on(spark: SparkSession, table: str) -> list[dict]:
+    return standing_holds(tables.table_properties(spark, table))
+
+
+def record_gates(spark: SparkSession, table: str, verdicts: list[tuple[str, CheckOutcome, bool]], at: int | None,
+                 run_id: str | None = None) -> None:
+    """Keep each gate's verdict on `table`: (check, outcome, accepted). A failure not accepted holds the table's
+    readers (`since` stays that of the hold it continues); a pass or an accepted failure releases them. One
+    metadata commit, none when nothing changes."""
+    props = tables.table_properties(spark, table)
+    put: dict[str, str] = {}
+    drop: list[str] = []
+    for check, outcome, accepted in verdicts:
+        key = HELD_PREFIX + check
+        if outcome.passed or accepted:
+            if key in props:
+                drop.append(key)
+            continue
+        before = _json(props.get(key)) or {}
+        hold = {"failure": outcome.failure_id(), "summary": outcome.summary,
+                "since": before.get("since") or utcnow().isoformat(timespec="seconds"),
+                "at": None if at is None else str(at), "run_id": run_id}
+        if _json(props.get(key)) != hold:
+            put[key] = json.dumps(hold)
+    if put or drop:
+        # Through Iceberg's API: a failure's summary holds file names, quotes and all, never put in SQL text.
+        tables.set_properties(spark, table, put | dict.fromkeys(drop))
+        for key in (k for k in put if k not in props):
+            log.warning("%s is held: %s failed (%s); its readers read no further until it passes or is accepted",
+                        table, key[len(HELD_PREFIX):], json.loads(put[key])["summary"])
+        for key in drop:
+            log.info("%s: %s released", table, key)
+
+
+class Held(RuntimeError):
+    """A reader that did not read its source past a gate's standing failure (the run fails and says why)."""
+
+
+def held_message(reader: str, table: str, holds: list[dict], through: Any) -> str:
+    """What a reader held back by `holds` on `table` tells the operator: which gate, since when, and what to do."""
+    asset = table.replace(".", "/")
+    gates = "; ".join(f"{asset} {h['check']} failed ({h['summary']}), holding it since {h.get('since')}"
+                      for h in holds)
+    return (f"{reader} read {table} no further than snapshot {through}: {gates}. Fix the data and let the check "
+            f"pass (the entity's next run, or a run of the check alone), or accept that failure: "
+            f"lakehouse accept {asset} {holds[0]['check']} --why '...'")
 
 
 def scope(changes: "silver_layer.Changes") -> str:

@@ -18,12 +18,12 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from lakehouse import bronze_layer, gold_layer, operations, silver_layer, tables
+from lakehouse import bronze_layer, checks, gold_layer, operations, silver_layer, tables
 from lakehouse.contracts import BRONZE, GOLD, QUARANTINE, SILVER, Entity
 from lakehouse.markdown import Markdown, markdown_table
 from lakehouse.settings import Environment, LakehouseSettings, SettingsError, load_settings
 from lakehouse.spark import get_spark
-from lakehouse.writers import default_liveness, run_writer
+from lakehouse.writers import default_liveness, hold_lease, run_writer
 
 GOLD_ENTITY_TABLES = ("posts", "comments")
 GOLD_AGGREGATES = ("subreddit_daily", "post_engagement")
@@ -64,6 +64,9 @@ def run_step(
     if step == "silver":
         r = (operations.rebuild_silver(spark, entity, alive=alive) if rebuild
              else silver_layer.update_silver(spark, entity, alive=alive))
+        if r.held:  # a Bronze gate failed and stands (lakehouse/checks.py): Silver waits for a pass or an accept
+            raise checks.Held(checks.held_message(SILVER[entity].identifier, BRONZE[entity].identifier, r.held,
+                                                  r.to_snapshot))
         return {
             f"silver/{entity.plural}": {
                 "dagster/row_count": _row_count(spark, SILVER[entity].identifier), "bronze_rows_read": r.bronze_rows,
@@ -152,12 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(settings)
     summary = []
     with _pipes_session(argv) as pipes:
+        # Working for a Dagster run, the job writes as that run (the instance knows whether it lives). On its own
+        # (on EMR without Pipes, say), it is a plain process that hosts elsewhere cannot see: it holds a lease
+        # while it runs, so that they take it for alive until it stops renewing it (lakehouse/writers.py).
+        if pipes is not None:
+            writer = run_writer(pipes.run_id)
+        else:
+            writer = hold_lease(settings) if any(step == "bronze" for step, _, _ in steps) else None
         for step, entity, table in steps:
             started = time.perf_counter()
             extras = pipes.extras if pipes is not None else {}
             reported = run_step(spark, settings, step, entity, table, extras.get("keys"),  # keys: a sensor's batch
-                                pipes.log if pipes is not None else None,
-                                writer=run_writer(pipes.run_id) if pipes is not None else None,
+                                pipes.log if pipes is not None else None, writer=writer,
                                 dead_writers=extras.get("dead_writers"), rebuild=bool(extras.get("rebuild")),
                                 reprocess=bool(extras.get("reprocess")))
             seconds = round(time.perf_counter() - started, 2)

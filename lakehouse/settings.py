@@ -107,6 +107,9 @@ class LakehouseSettings:
     # Local: the sensor learns what landed from the OS's file notifications (watchdog) and lists the folder only
     # once per process and every `sweep_interval_seconds`; off: it lists the folder every tick.
     landing_watch: str = "on"
+    # A plain process writing Bronze from another host (a job on EMR without Pipes) holds a lease it renews every
+    # third of this; one not renewed for this long is gone, and its unlogged batch is rolled back (lakehouse/writers.py).
+    writer_lease_seconds: int = 300
     # Silver's quarantine_rate checks warn above this share of a batch's rows, per entity.
     quarantine_max_rate: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUARANTINE_MAX_RATE))
 
@@ -168,6 +171,7 @@ KNOWN_VARIABLES = (
     "LAKEHOUSE_ATHENA_OUTPUT", "LAKEHOUSE_COMPUTE", "LAKEHOUSE_GLUE_JOB", "LAKEHOUSE_SENSOR_INTERVAL",
     "LAKEHOUSE_SENSOR_BATCH_SIZE", "LAKEHOUSE_SENSOR_MAX_RUNS_PER_TICK", "LAKEHOUSE_QUARANTINE_MAX_RATE",
     "LAKEHOUSE_SQS_QUEUE_URL", "LAKEHOUSE_SQS_DEAD_LETTER_URL", "LAKEHOUSE_SWEEP_INTERVAL", "LAKEHOUSE_LANDING_WATCH",
+    "LAKEHOUSE_WRITER_LEASE_SECONDS",
 )
 # local, local[4], local[*], local[4,2] (with retries), local-cluster[2,1,1024], spark://h:7077[,h2:7077], yarn,
 # k8s://https://..., mesos://...
@@ -364,6 +368,7 @@ def load_settings(env: dict[str, str] | None = None) -> LakehouseSettings:
         sqs_dead_letter_url=read.matching("LAKEHOUSE_SQS_DEAD_LETTER_URL", None, sqs_url, "an SQS queue URL"),
         sweep_interval_seconds=read.positive_int("LAKEHOUSE_SWEEP_INTERVAL", 3600, 7 * 86400),
         landing_watch=read.choice("LAKEHOUSE_LANDING_WATCH", "on", ("on", "off")),
+        writer_lease_seconds=read.positive_int("LAKEHOUSE_WRITER_LEASE_SECONDS", 300, 86400),
         quarantine_max_rate=read.parsed(
             "LAKEHOUSE_QUARANTINE_MAX_RATE", dict(DEFAULT_QUARANTINE_MAX_RATE), parse_quarantine_rates,
             f"use a share between 0 and 1 (0.1) or per entity ({', '.join(f'{e}=0.05' for e in ENTITIES)})"),

@@ -41,6 +41,8 @@ class SilverResult:
     from_snapshot: int | None = None
     to_snapshot: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    # Gates of Bronze that kept this step from reading what Bronze holds past `to_snapshot` (checks.standing_holds).
+    held: list[dict] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -87,22 +89,46 @@ def bronze_range(
     The range stops before the first batch the ingestion log has not settled whose writer is still alive, so a
     batch that is still being written is never skipped past. A dead writer's batch will never be logged (it is
     rolled back), and its rows are never read (only files the log loaded are): the range goes past it.
+
+    While a gate of Bronze holds it (a blocking Bronze check failed, and has neither passed since nor been
+    accepted: `checks.HELD_PREFIX`), the range goes no further than Silver has read: no path (a catch-up run, a
+    hand-made materialisation, a rebuild, a job outside Dagster) carries Bronze past a gate its run did not evaluate.
     """
     bronze_table = BRONZE[entity].identifier
     entries = bronze_layer.log_entries(spark, entity)
     lineage = tables.snapshots(spark, bronze_table)
     in_flight = {u.snapshot_id for u in bronze_layer.unsettled_batches(lineage, entries) if alive(u.writer)}
-    mark = tables.watermark(spark, silver_table, bronze_table) if silver_table else None
+    held = checks.holds_on(spark, bronze_table)
+    silver_mark = tables.watermark(spark, SILVER[entity].identifier, bronze_table) if silver_table or held else None
+    mark = silver_mark if silver_table else None
     ids = [s.snapshot_id for s in lineage]
     start = int(mark) if mark is not None and int(mark) in ids else None
     if mark is not None and start is None:
         log.warning("watermark %s of %s is not in %s's lineage; re-reading all of it", mark, silver_table, bronze_table)
+    first, stop = ids.index(start) + 1 if start is not None else 0, len(lineage)
+    if held:
+        read = int(silver_mark) if silver_mark is not None and int(silver_mark) in ids else None
+        stop = ids.index(read) + 1 if read is not None else 0
+        log.warning("%s is held by %s: read no further than snapshot %s", bronze_table,
+                    ", ".join(f"{h['check']} ({h['summary']})" for h in held), read)
     end = start
-    for snap in lineage[ids.index(start) + 1 if start is not None else 0 :]:
+    for snap in lineage[first:stop]:
         if snap.snapshot_id in in_flight:
             break
         end = snap.snapshot_id
     return start, end, entries
+
+
+def held_back(spark: SparkSession, entity: Entity, end: int | None) -> list[dict]:
+    """The gates holding Silver back when Bronze has appends past `end` that Silver would otherwise read."""
+    bronze_table = BRONZE[entity].identifier
+    held = checks.holds_on(spark, bronze_table)
+    if not held:
+        return []
+    lineage = tables.snapshots(spark, bronze_table)
+    ids = [s.snapshot_id for s in lineage]
+    after = lineage[ids.index(end) + 1:] if end in ids else lineage
+    return held if any(s.operation == "append" for s in after) else []
 
 
 # Silver's version order (silver_tf.latest_per_id) as a MERGE condition: a row is replaced only by a newer version
@@ -119,7 +145,7 @@ def update_silver(
     silver_table, quarantine_table = SILVER[entity].identifier, QUARANTINE[entity].identifier
     bronze_table = BRONZE[entity].identifier
     start, end, entries = bronze_range(spark, entity, silver_table, alive)
-    result = SilverResult(entity, from_snapshot=start, to_snapshot=end)
+    result = SilverResult(entity, from_snapshot=start, to_snapshot=end, held=held_back(spark, entity, end))
     if end is None or end == start:
         return result
     bronze = bronze_rows(spark, entity, start, end, entries)

@@ -32,7 +32,10 @@ def dead_writers(lakehouse: LakehouseResource, entity: Entity, alive: Liveness) 
 
 
 def bronze_checks(entity: Entity) -> list[Check]:
-    """Bronze keeps everything raw: the contract's header, every record of every file, complete lineage."""
+    """Bronze keeps everything raw: the contract's header, every record of every file, complete lineage.
+
+    The blocking ones are gates: a failure holds Silver where it is on every path (a catch-up run, a hand-made
+    materialisation, a job outside Dagster) until a later evaluation passes or an operator accepts it."""
     key = dg.AssetKey(["bronze", entity.plural])
     return layer_checks([
         Check(key, "header_matches_contract",
@@ -40,10 +43,12 @@ def bronze_checks(entity: Entity) -> list[Check]:
               lambda spark, full, alive: bronze_layer.bronze_header(spark, entity), severity=dg.AssetCheckSeverity.WARN),
         Check(key, "rows_match_file",
               "Bronze rows per file equal the records an independent CSV parser counts; parse errors counted.",
-              lambda spark, full, alive: bronze_layer.bronze_row_counts(spark, entity, alive), blocking=True),
+              lambda spark, full, alive: bronze_layer.bronze_row_counts(spark, entity, alive), blocking=True,
+              gate=True),
         Check(key, "ingestion_metadata_complete",
               "Every row names its file, version, row (1..n, no gaps) and a batch the ingestion log settled.",
-              lambda spark, full, alive: bronze_layer.bronze_metadata(spark, entity, alive), blocking=True),
+              lambda spark, full, alive: bronze_layer.bronze_metadata(spark, entity, alive), blocking=True,
+              gate=True),
     ])
 
 

@@ -13,7 +13,7 @@ from lakehouse.contracts import TableContract
 from lakehouse.errors import UserError
 from lakehouse.markdown import markdown_table
 from lakehouse import checks
-from lakehouse.checks import CheckOutcome, marks_together
+from lakehouse.checks import CheckOutcome, acceptance, marks_together, record_gates
 from lakehouse.settings import CATALOG_NAME
 from lakehouse.spark import in_this_thread_context
 from lakehouse.writers import Liveness
@@ -136,7 +136,10 @@ class Check:
 
     `evaluate(spark, full, alive)` computes the outcome with the step's Spark session (`full`: whole tables, not
     what changed since the check last passed; `alive`: which Bronze writers the instance knows to be running).
-    Checks answered by one scan share an `evaluate` that returns a tuple, and each names its `part` of it."""
+    Checks answered by one scan share an `evaluate` that returns a tuple, and each names its `part` of it.
+
+    A `gate` (blocking) also keeps its standing failure on the table it checks, so that the table's readers stop on
+    every path, not only in the run that evaluated it (`checks.record_gates`, `checks.HELD_PREFIX`)."""
 
     asset: dg.AssetKey
     name: str
@@ -145,6 +148,11 @@ class Check:
     blocking: bool = False
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
     part: int | None = None
+    gate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gate and not self.blocking:
+            raise ValueError(f"{self.name}: a gate holds readers only when it blocks")
 
     @property
     def key(self) -> dg.AssetCheckKey:
@@ -180,14 +188,25 @@ def evaluate_checks(
     second core busy; the results are reported in the order the layer declares them."""
     chosen = [c for c in checks if c.key in context.selected_asset_check_keys]
     alive, full = liveness(context.instance), full_scope(context)
+    # The snapshot of each gated table the gates look at: a hold names it (the sensor waits while it is current).
+    gated = {table: tables.snapshot_id(spark, table)
+             for table in sorted({check_table(c.asset) for c in chosen if c.gate})}
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check") as pool:
         with marks_together(spark):  # one commit per table for all the checks' marks
             running = {e: pool.submit(in_this_thread_context(spark, e), spark, full, alive)
                        for e in dict.fromkeys(c.evaluate for c in chosen)}
             outcomes = [(check, check.of(running[check.evaluate].result())) for check in chosen]
-        for check, outcome in outcomes:  # a check that raised fails the step, as before
-            yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
-                               spark=spark)
+    verdicts: dict[str, list] = {}
+    for check, outcome in outcomes:
+        if check.gate:
+            table = check_table(check.asset)
+            accepted = not outcome.passed and acceptance(spark, table, check.name, outcome) is not None
+            verdicts.setdefault(table, []).append((check.name, outcome, accepted))
+    for table, verdict in verdicts.items():  # before the results: a failing gate fails the step once reported
+        record_gates(spark, table, verdict, gated[table], context.run_id)
+    for check, outcome in outcomes:  # a check that raised fails the step, as before
+        yield check_result(context, outcome, check.severity, check_name=check.name, asset_key=check.asset,
+                           spark=spark)
 
 
 def selected(context: dg.AssetExecutionContext, *keys: dg.AssetKey) -> bool:

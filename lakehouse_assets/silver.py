@@ -3,6 +3,7 @@
 import dagster as dg
 
 from lakehouse import clock, operations, silver_layer
+from lakehouse.checks import held_message
 from lakehouse.contracts import BRONZE, QUARANTINE, SILVER, Entity
 from lakehouse.settings import load_settings
 from lakehouse_assets.bronze import POOL, dead_writers
@@ -97,6 +98,12 @@ def silver_asset(entity: Entity) -> dg.AssetsDefinition:
                             "bronze_snapshot": result.to_snapshot})
         else:
             result = silver_layer.update_silver(session, entity, alive=alive)
+            if result.held:  # a Bronze gate failed and stands: this run did not evaluate it, so Silver waits
+                raise dg.Failure(
+                    description=held_message(silver.identifier, BRONZE[entity].identifier, result.held,
+                                                    result.to_snapshot),
+                    metadata={"held_by": ", ".join(h["check"] for h in result.held),
+                              "bronze_snapshot": str(result.to_snapshot)})
         context.log.info(
             f"{BRONZE[entity].identifier} snapshots ({result.from_snapshot}, {result.to_snapshot}]: "
             f"{result.bronze_rows} rows -> {result.inserted} inserted, {result.updated} updated, "

@@ -19,7 +19,8 @@ from pyiceberg.exceptions import NoSuchTableError
 from lakehouse import tables
 from lakehouse.contracts import BRONZE, GOLD, INGESTION_LOG, OPERATOR_LOG, QUARANTINE, SILVER, Entity
 from lakehouse.ingestion import LOADED, REJECTED, RETRACTED, ROLLED_BACK, current
-from lakehouse.checks import ACCEPTED_PREFIX
+from lakehouse.checks import ACCEPTED_PREFIX, standing_holds
+from lakehouse.writers import default_liveness, process_alive, read_lease, run_id_of
 from resources.runs import WORKER_TAG, failure_cause, liveness
 from sensors.landing import SENSOR_NAME
 
@@ -64,6 +65,35 @@ def _when(ts: Any) -> str:
     return ts.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _writer_state(writer: str | None, instance: dg.DagsterInstance | None) -> dict:
+    """What is known of a Bronze writer's liveness (lakehouse/writers.py): its Dagster run, its process on this
+    host, or (a process on another host) its lease: when it was renewed and until when it runs."""
+    if writer is None:
+        return {"detail": "no writer named (an older lakehouse's batch)"}
+    run_id = run_id_of(writer)
+    if run_id is not None:
+        run = instance.get_run_by_id(run_id) if instance is not None else None
+        if run is None:
+            return {"detail": f"Dagster run {run_id}" + (" (not in the instance)" if instance is not None else "")}
+        worker = run.tags.get(WORKER_TAG)
+        return {"detail": f"Dagster run {run_id} {run.status.value}" + (f", worker {worker}" if worker else "")}
+    if not writer.startswith("proc:"):
+        return {"detail": "an unknown kind of writer"}
+    on_this_host = process_alive(writer)
+    if on_this_host is not None:
+        return {"detail": f"a process on this host, {'running' if on_this_host else 'gone'}"}
+    try:
+        lease = read_lease(writer)
+    except Exception as exc:  # noqa: BLE001 - status reports what it cannot read
+        return {"detail": f"a process on another host; its lease cannot be read ({exc})"}
+    if lease is None:
+        return {"detail": "a process on another host holding no lease (it ended, or never took one)"}
+    state = "runs" if lease.alive() else "expired"
+    return {"detail": f"a process on another host; its lease was renewed at {_when(lease.renewed_at)} and {state} "
+                      f"until {_when(lease.expires_at)}",
+            "lease_renewed_at": _when(lease.renewed_at), "lease_until": _when(lease.expires_at)}
+
+
 def _sensor_cursor(instance: dg.DagsterInstance) -> dict:
     from dagster._core.definitions.run_request import InstigatorType
 
@@ -97,7 +127,7 @@ def _checks(instance: dg.DagsterInstance, assets: list[dg.AssetKey], definitions
 def collect(catalog: Catalog, instance: dg.DagsterInstance | None, definitions=None) -> dict:
     """Everything `lakehouse status` shows, as plain data (`--json` prints it as is)."""
     history = [r for r in _rows(catalog, INGESTION_LOG.identifier)]
-    alive = liveness(instance) if instance is not None else (lambda w: True)
+    alive = liveness(instance) if instance is not None else default_liveness
     cursor = _sensor_cursor(instance) if instance is not None else {}
     report: dict[str, Any] = {"entities": {}, "operator_log": []}
     for entity in Entity:
@@ -106,19 +136,30 @@ def collect(catalog: Catalog, instance: dg.DagsterInstance | None, definitions=N
         by_status = Counter(r["status"] for r in now)
         bronze = _load(catalog, BRONZE[entity].identifier)
         known = {r["batch_id"] for r in rows}
-        unsettled = [
-            {"batch_id": s.summary["lakehouse.batch-id"], "writer": s.summary["lakehouse.writer"],
-             "rows": int(s.summary["added-records"] or 0), "state": "in flight"
-             if alive(s.summary["lakehouse.writer"]) else "orphaned: its writer is gone; the next run rolls it back"}
-            for s in _lineage(bronze)
-            if s.summary and s.summary.operation.value == "append" and s.summary["lakehouse.batch-id"]
-            and s.summary["lakehouse.batch-id"] not in known
-        ]
+        unsettled = []
+        for s in _lineage(bronze):
+            batch = s.summary["lakehouse.batch-id"] if s.summary else None
+            if not (s.summary and s.summary.operation.value == "append" and batch and batch not in known):
+                continue
+            writer = s.summary["lakehouse.writer"]
+            live = alive(writer)
+            unsettled.append({
+                "batch_id": batch, "writer": writer, "rows": int(s.summary["added-records"] or 0),
+                "snapshot_id": s.snapshot_id, "appended_at": _when(s.timestamp_ms / 1000), "alive": live,
+                "state": "in flight" if live else "orphaned: its writer is gone; the next run rolls it back",
+                **_writer_state(writer, instance)})
         silver = _load(catalog, SILVER[entity].identifier)
         mark = _step_marks(silver).get(tables.WATERMARK_PREFIX + BRONZE[entity].identifier)
         bronze_lineage = [s.snapshot_id for s in _lineage(bronze)]
         behind = (bronze_lineage[bronze_lineage.index(int(mark)) + 1:] if mark and int(mark) in bronze_lineage
                   else bronze_lineage)
+        # What holds Silver back (silver_layer.bronze_range): the first batch past its position that a live writer
+        # has not logged yet, and any gate of Bronze whose failure stands.
+        held_back = [{"by": "writer", **b} for b in unsettled if b["alive"] and b["snapshot_id"] in behind][:1]
+        asset = BRONZE[entity].identifier.replace(".", "/")
+        held_back += [{"by": "gate", "check": f"{asset} {h['check']}", "since": h.get("since"),
+                       "summary": h.get("summary"), "run_id": h.get("run_id")}
+                      for h in standing_holds(bronze.properties if bronze is not None else {})]
         entity_report: dict[str, Any] = {
             "files": {s: by_status.get(s, 0) for s in (LOADED, REJECTED, RETRACTED, ROLLED_BACK)},
             "rows_loaded": sum(r["rows"] or 0 for r in now if r["status"] == LOADED),
@@ -130,9 +171,12 @@ def collect(catalog: Catalog, instance: dg.DagsterInstance | None, definitions=N
                         "at": _when(r["ingested_at"])} for r in now][-RECENT:],
             "unsettled_batches": unsettled,
             "silver_behind_bronze_snapshots": len(behind),
+            "silver_held_back_by": held_back,
             "sensor": {
-                "in_flight": sorted(uri for uri, f in cursor.items() if not f.get("gave_up")
+                "in_flight": sorted(uri for uri, f in cursor.items() if not f.get("gave_up") and not f.get("held")
                                     and f"/input/{entity.value}/" in uri),
+                "waiting": [{"file": uri, "cause": f["held"]} for uri, f in cursor.items()
+                            if f.get("held") and not f.get("gave_up") and f"/input/{entity.value}/" in uri],
                 "given_up": [{"file": uri, "cause": f["gave_up"]} for uri, f in cursor.items()
                              if f.get("gave_up") and f"/input/{entity.value}/" in uri],
             },
@@ -177,12 +221,24 @@ def render(report: dict) -> str:
         out.append(f"{entity}: {files['loaded']} files loaded ({e['rows_loaded']:,} rows), {files['rejected']} "
                    f"rejected, {files['retracted']} retracted, {files['rolled_back']} rolled back")
         for b in e["unsettled_batches"]:
-            out.append(f"  Bronze batch {b['batch_id']} ({b['rows']:,} rows) by {b['writer']}: {b['state']}")
+            out.append(f"  Bronze batch {b['batch_id']} ({b['rows']:,} rows) by {b['writer']}, appended at "
+                       f"{b['appended_at']}: {b['state']} ({b['detail']})")
+        for h in e["silver_held_back_by"]:
+            if h["by"] == "writer":
+                out.append(f"  SILVER HELD BACK since {h['appended_at']} by Bronze batch {h['batch_id']} of "
+                           f"{h['writer']}, not logged yet: {h['detail']}. Silver reads past it once the batch is "
+                           "logged, or rolled back when its writer is gone")
+            else:
+                out.append(f"  SILVER HELD BACK since {h['since']} by {h['check']}, which failed ({h['summary']}): "
+                           f"fix the data and let it pass, or lakehouse accept {h['check']} --why ...")
         if e["silver_behind_bronze_snapshots"]:
             out.append(f"  Silver has not read {e['silver_behind_bronze_snapshots']} Bronze snapshots yet "
-                       "(the next run of this entity reads them)")
+                       + ("(held back, above)" if e["silver_held_back_by"]
+                          else "(the next run of this entity reads them)"))
         for f in e["sensor"]["in_flight"]:
             out.append(f"  in flight: {f} (requested by the sensor)")
+        for w in e["sensor"]["waiting"]:
+            out.append(f"  waiting: {w['file']}: its catch-up run of Silver and Gold waits for a gate: {w['cause']}")
         for g in e["sensor"]["given_up"]:
             out.append(f"  GIVEN UP: {g['file']}: {g['cause']} (land a new version, or lakehouse reprocess)")
         for c in e["failing_checks"]:

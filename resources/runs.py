@@ -8,7 +8,8 @@ monitoring does (`report_run_failed`, then free their concurrency slots). No man
 from `dagster asset materialize`.
 
 Runs on other hosts are left to Dagster's run monitoring (`run_monitoring` in dagster.yaml): this host cannot see
-their processes, so they count as alive.
+their processes, so they count as alive while the instance has them in progress. A plain process writing Bronze
+(`proc:` writers) is not a run: on another host, its lease says whether it lives (lakehouse/writers.py).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def reap_dead_runs(instance: dg.DagsterInstance, keep: str | None = None) -> lis
 
 
 def liveness(instance: dg.DagsterInstance) -> Liveness:
-    """Whether a writer (lakehouse/writers.py) may still settle its batch, as the instance knows its run."""
+    """Whether a writer (lakehouse/writers.py) may still settle its batch: a run as the instance knows it; a plain
+    process by the process table on this host, by its lease on another."""
 
     def alive(writer: str | None) -> bool:
         run_id = run_id_of(writer)

@@ -34,7 +34,8 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 
 from lakehouse import engine
-from lakehouse.contracts import Entity
+from lakehouse.checks import standing_holds
+from lakehouse.contracts import BRONZE, Entity
 from lakehouse.events import EventQueue, Message
 from lakehouse.ingestion import Settled, SettledIndex
 from lakehouse.landing import LandedFile, LandingZone, LocalLandingZone, entity_prefix
@@ -92,6 +93,9 @@ class InFlight:
     attempt: int = 1
     run_key: str = ""
     gave_up: str | None = None  # why the sensor stopped asking for it (reported once)
+    # Settled in Bronze, its run failed, and a gate of Bronze holds Silver (checks.HELD_PREFIX): the catch-up run
+    # waits for an accept (or for Bronze to change) instead of failing on the same gate again.
+    held: str | None = None
 
     def same_version(self, f: LandedFile) -> bool:
         if f.etag is not None:  # S3 lists the content hash: a re-upload of the same bytes is the same version
@@ -197,15 +201,29 @@ def why_again(flight: InFlight, runs: dict[str, RunState], now: float) -> str | 
     return f"run {run.run_id} {run.status.value.lower()}"
 
 
+def catch_up_checks(entity: Entity) -> list[dg.AssetCheckKey]:
+    """The checks of a catch-up run: every check of the layers it updates, and Bronze's gates (its blocking checks)
+    without the Bronze step. The run that died, or failed on a gate, may never have passed them: Silver waits on
+    them in the run (Dagster's blocking checks), and a gate that fails again holds Silver where it is."""
+    import lakehouse_assets.bronze  # noqa: F401  (each layer module registers its checks)
+    import lakehouse_assets.gold  # noqa: F401
+    import lakehouse_assets.silver  # noqa: F401
+    from lakehouse_assets.metadata import CHECKS
+
+    bronze, *below = downstream_of(entity)
+    return [c.key for c in CHECKS.values() if c.asset in below or (c.asset == bronze and c.gate)]
+
+
 def _request(entity: Entity, run_key: str, keys: list[str] | None, nbytes: int | None) -> dg.RunRequest:
     """One run for an entity: its files into Bronze and the layers below, or (no keys) the layers below only."""
     tags = {"lakehouse/entity": entity.value, "lakehouse/files": str(len(keys or []))}
     if nbytes is not None:
         tags["lakehouse/bytes"] = str(nbytes)
     if keys is None:
-        # Bronze holds the files already (a run died after Bronze): Silver and Gold catch up from Bronze.
+        # Bronze holds the files already (a run died after Bronze, or Bronze's gates failed): Silver and Gold catch
+        # up from Bronze once Bronze's gates pass again (or their failure is accepted).
         return dg.RunRequest(run_key=run_key, asset_selection=downstream_of(entity)[1:],
-                             tags=tags | {"lakehouse/catch_up": "true"})
+                             asset_check_keys=catch_up_checks(entity), tags=tags | {"lakehouse/catch_up": "true"})
     return dg.RunRequest(run_key=run_key, asset_selection=downstream_of(entity), tags=tags,
                          run_config={"ops": {f"bronze__{entity.plural}": {"config": {"keys": keys}}}})
 
@@ -221,6 +239,8 @@ def plan(
     cause_of: Callable[[RunState], str] = lambda run: "",
     files: dict[Entity, Iterable[LandedFile]] | None = None,
     deferred: list[LandedFile] | None = None,
+    held: Callable[[Entity], str | None] | None = None,
+    waiting: list[tuple[str, str]] | None = None,
 ) -> tuple[list[dg.RunRequest], dict[str, InFlight], list[tuple[str, str]]]:
     """Run requests for the unsettled files, the in-flight set to remember, and files given up on this tick
     (key, cause). `files`: the files to look at per entity (the events and the sweep's); None: list the zone.
@@ -228,14 +248,23 @@ def plan(
     caller of `files` must give them again).
 
     A requested file stays in flight until its run succeeds. A run that failed or vanished is asked for again:
-    the whole of it when the log has not settled the file, only Silver and Gold (a catch-up run) when Bronze did
-    before the run died. At most `max_runs` requests per tick: a flood of files is worked off over several ticks,
-    which keeps the run queue and the cursor bounded.
+    the whole of it when the log has not settled the file, only Silver and Gold (a catch-up run, which evaluates
+    Bronze's gates again first) when Bronze did before the run failed. While a gate of Bronze holds Silver and
+    Bronze has not changed since it failed (`held` says why, per entity), the catch-up run would only fail on it
+    again: the file waits for an operator's accept, costing no attempt (`waiting` receives key and cause). At most
+    `max_runs` requests per tick: a flood of files is worked off over several ticks, which keeps the run queue and
+    the cursor bounded.
     """
     runs = runs or {}
     requests: list[dg.RunRequest] = []
     remembered: dict[str, InFlight] = {}
     given_up: list[tuple[str, str]] = []
+    holds: dict[Entity, str | None] = {}
+
+    def hold_of(entity: Entity) -> str | None:  # asked at most once per entity, and only for a catch-up
+        if entity not in holds:
+            holds[entity] = held(entity) if held is not None else None
+        return holds[entity]
     for entity in Entity:
         pending: list[tuple[LandedFile, int]] = []
         catch_up: list[tuple[LandedFile, InFlight]] = []
@@ -253,6 +282,11 @@ def plan(
                 reason = why_again(flight, runs, now)
                 if reason is None:
                     remembered[f.uri] = flight  # its run is queued or running
+                    continue
+                if settled and (hold := hold_of(entity)):
+                    remembered[f.uri] = InFlight(**{**vars(flight), "held": hold})
+                    if waiting is not None:
+                        waiting.append((f.key, hold))
                     continue
                 if flight.attempt >= MAX_ATTEMPTS:
                     cause = f"{reason}: {cause_of(run)}" if run is not None and run.status in FAILED else reason
@@ -274,7 +308,7 @@ def plan(
             requests.append(_request(entity, run_key, None, None))
             for f, flight in catch_up:
                 remembered[f.uri] = InFlight(**{**vars(flight), "requested_at": now, "attempt": attempt,
-                                                "run_key": run_key})
+                                                "run_key": run_key, "held": None})
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             if len(requests) >= max_runs:
@@ -344,7 +378,8 @@ def settle_messages(queue: EventQueue, messages: list[Message], zone: LandingZon
             flight = in_flight.get(f.uri)
             ours = flight is not None and flight.etag == f.etag
             run = runs.get(flight.run_key) if ours else None
-            waiting = ours and not flight.gave_up and (run is None or run.status in IN_PROGRESS)
+            # Held: the catch-up run is asked for once the gate is accepted; the message comes back until then.
+            waiting = ours and not flight.gave_up and (bool(flight.held) or run is None or run.status in IN_PROGRESS)
             if index.has_version(f.uri, f.etag):
                 if waiting:
                     # Bronze settled it, Silver and Gold may still fail: kept until the run ends, so that a
@@ -371,6 +406,29 @@ def settle_messages(queue: EventQueue, messages: list[Message], zone: LandingZon
     counts["deleted"] = len(done) - counts["set_aside"] - counts["unreadable"]
     counts["again"] = len(again)
     return counts
+
+
+def bronze_holds(catalog) -> Callable[[Entity], str | None]:
+    """Per entity, why a catch-up run would fail on a gate of Bronze again: the gates holding Silver (not accepted),
+    when Bronze has not changed since the evaluation that failed (an operator's retract or a new batch changes it:
+    then the catch-up run evaluates them again). None: nothing holds it, or a new evaluation may pass."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    def held(entity: Entity) -> str | None:
+        try:
+            table = catalog.load_table(BRONZE[entity].identifier)
+        except NoSuchTableError:
+            return None
+        standing = standing_holds(table.properties)
+        snap = table.current_snapshot()
+        now_at = str(snap.snapshot_id) if snap is not None else None
+        if not standing or any(h.get("at") != now_at for h in standing):
+            return None
+        asset = BRONZE[entity].identifier.replace(".", "/")
+        return "; ".join(f"{asset} {h['check']} failed since {h.get('since')} ({h['summary']}): accept it "
+                         f"(lakehouse accept {asset} {h['check']}) or fix the data" for h in standing)
+
+    return held
 
 
 def take_sweep_request(settings: LakehouseSettings, sweep: Sweep) -> bool:
@@ -427,8 +485,9 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             sweep.due_at, sweep.full_at, sweep.listing = 0.0, 0.0, {}
             context.log.info("a full sweep was asked for (`lakehouse sweep`): listing everything")
         runs = run_states(context.instance, {f.run_key for f in previous.values() if f.run_key and not f.gave_up})
+        catalog = lakehouse.catalog()
         with SettledIndex(settings.state_path / "settled.sqlite") as index:
-            index.refresh(lakehouse.catalog())
+            index.refresh(catalog)
             files, messages, note, watch = None, [], "", None
             before = copy.deepcopy(sweep)
             if queue is None and settings.landing_watch == "on" and isinstance(zone, LocalLandingZone) \
@@ -451,10 +510,14 @@ def build_landing_sensor(settings: LakehouseSettings) -> dg.SensorDefinition:
             deferred: list[LandedFile] = []
             if files is None and isinstance(zone, LocalLandingZone):
                 index.load_stats()  # a listing of the whole folder: one read of the index, not a query per file
+            waiting: list[tuple[str, str]] = []
             requests, in_flight, given_up = plan(
                 zone, index, previous, settings.sensor_batch_size, now, runs, settings.sensor_max_runs_per_tick,
                 cause_of=lambda run: failure_cause(context.instance, run.run_id), files=files, deferred=deferred,
+                held=bronze_holds(catalog), waiting=waiting,
             )
+            if waiting:
+                note += f"; {len(waiting)} files wait for an accept ({waiting[0][1]})"
             if deferred:
                 # More than a tick's runs: the rest are looked at again next tick (a listing finds them anyway; the
                 # watch is told again; the sweep lists this part again; an event's message comes back).

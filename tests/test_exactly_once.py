@@ -401,3 +401,127 @@ def test_a_first_load_that_another_run_beats_to_the_empty_table_merges_into_what
     again = silver_layer.update_silver(spark, Entity.POST)
     assert (again.inserted, again.updated) == (1, 1)
     assert {r.id: r.score for r in spark.table("silver.posts").collect()} == {"f1": 1, "f2": 1, "f3": 5, "f4": 5}
+
+
+# --- writers on other hosts: a lease that expires -------------------------------------------------------------
+
+# A plain process on "another host": the writer id names that host, so this one cannot look it up in its process
+# table and has only the lease to go by.
+LEASE_HOLDER = """
+import sys, time
+from lakehouse import writers
+writers.HOST = sys.argv[1]
+print(writers.hold_lease(), flush=True)
+time.sleep(600)
+"""
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.2)
+
+
+def test_a_writer_on_another_host_holds_silver_back_only_while_it_renews_its_lease(spark, lakehouse, monkeypatch):
+    """A batch appended by a plain process on another host and not logged yet: while the process renews its lease,
+    Bronze leaves the batch alone and Silver waits for it (and `lakehouse status` says which writer holds Silver
+    back, since when and until when its lease runs). Killed, it stops renewing: once the lease expires, the next
+    run rolls the batch back, ingests the file once, and Silver moves on. Before, such a writer was alive for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from lakehouse import writers
+    from lakehouse.catalog import catalog_for
+    from lakehouse.settings import load_settings
+    from lakehouse_assets import status
+
+    zone = lakehouse
+    ttl = 4
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, "emr-node-7"], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "LAKEHOUSE_WRITER_LEASE_SECONDS": str(ttl)})
+    try:
+        writer = holder.stdout.readline().strip()
+        assert writer.startswith("proc:emr-node-7:"), writer
+        assert writers.process_alive(writer) is None  # not this host's to look up
+        key = land(zone, "far.csv", posts("f1", "f2"))
+
+        def crash(*_):
+            raise RuntimeError("killed between the Bronze commit and the log write")
+
+        with monkeypatch.context() as m:
+            m.setattr(bronze_layer, "write_log", crash)
+            with pytest.raises(RuntimeError):
+                bronze_layer.ingest_bronze(spark, zone, Entity.POST, keys=[key], writer=writer, alive=lambda w: True)
+        first = writers.read_lease(writer)
+        time.sleep(ttl + 1)  # longer than the lease: only its renewals keep it alive
+        assert writers.default_liveness(writer)
+        assert writers.read_lease(writer).renewed_at > first.renewed_at
+
+        result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)  # the default liveness: the lease
+        assert result.rolled_back_batches == [] and [(f.key, f.status) for f in result.files] == [(key, "skipped")]
+        assert silver_layer.update_silver(spark, Entity.POST).bronze_rows == 0
+        report = status.collect(catalog_for(load_settings()), None)["entities"]["post"]
+        [held] = report["silver_held_back_by"]
+        assert held["by"] == "writer" and held["writer"] == writer and held["appended_at"] != "-"
+        assert held["lease_until"] > held["lease_renewed_at"] >= held["appended_at"]  # renewed since it appended
+        text = status.render({"entities": {"post": report}, "operator_log": []})
+        assert f"SILVER HELD BACK since {held['appended_at']}" in text and "its lease was renewed at" in text
+
+        os.kill(holder.pid, signal.SIGKILL)  # as the OOM killer would: no chance to give the lease up
+        holder.wait()
+        wait_until(lambda: not writers.default_liveness(writer), ttl + 5, "the dead writer's lease expired")
+        report = status.collect(catalog_for(load_settings()), None)["entities"]["post"]
+        assert report["silver_held_back_by"] == []
+        assert report["unsettled_batches"][0]["state"].startswith("orphaned")
+    finally:
+        holder.kill()
+        holder.wait()
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    assert len(result.rolled_back_batches) == 1 and [(f.key, f.status) for f in result.files] == [(key, "loaded")]
+    assert rows_per_file(spark) == {"far.csv": 2}
+    assert silver_layer.update_silver(spark, Entity.POST).inserted == 2
+
+
+def test_a_lease_is_kept_beside_the_warehouse_on_s3_too(moto_endpoint):
+    """On AWS the lease is an object under the warehouse's prefix, stamped by S3; a writer that gives its lease up
+    (it ended) or stops renewing it is gone, and the setting is validated like every other."""
+    import time
+    import uuid
+
+    import boto3
+
+    from lakehouse import writers
+    from lakehouse.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="LAKEHOUSE_WRITER_LEASE_SECONDS"):
+        load_settings({"LAKEHOUSE_WRITER_LEASE_SECONDS": "0"})
+    assert load_settings({}).writer_lease_seconds == 300
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    settings = load_settings({"LAKEHOUSE_ENV": "aws", "LAKEHOUSE_S3_BUCKET": bucket, "AWS_REGION": "us-east-1",
+                              "LAKEHOUSE_AWS_ENDPOINT": moto_endpoint, "LAKEHOUSE_WRITER_LEASE_SECONDS": "2"})
+    writer = "proc:emr-node-8:4242:77"
+    assert not writers.lease_alive(writer, settings)  # never held one
+    assert writers.hold_lease(settings, writer) == writer
+    try:
+        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+                .list_objects_v2(Bucket=bucket)["Contents"]]
+        assert keys == [f"warehouse/_lakehouse/leases/{writers.lease_name(writer)}"]
+        time.sleep(3)  # past its time to live: renewed meanwhile
+        assert writers.lease_alive(writer, settings)
+    finally:
+        writers.release_lease(writer)
+    assert writers.read_lease(writer, settings) is None and not writers.lease_alive(writer, settings)
+    # A lease nobody renews expires by the store's clock.
+    store = writers.lease_store(settings)
+    store.write(writers.lease_name(writer), b'{"ttl_seconds": 1}')
+    assert writers.lease_alive(writer, settings)
+    wait_until(lambda: not writers.lease_alive(writer, settings), 5, "the unrenewed lease expired")

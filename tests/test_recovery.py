@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from lakehouse import tables
 from lakehouse.catalog import catalog_for
 from lakehouse.contracts import Entity
 from lakehouse.generator import generate
@@ -89,3 +90,68 @@ def test_runs_killed_in_each_layer_leave_nothing_stuck(tmp_path):
     bronze = q.sql("SELECT (SELECT count(*) FROM bronze.posts) + (SELECT count(*) FROM bronze.comments)").fetchall()
     assert bronze == [(records,)]  # nothing ingested twice, nothing lost
     assert_gold_matches(settings, exp.expected_gold(posts, comments))
+
+
+# `python -m lakehouse.job --step bronze` as it runs on another host (an EMR step without Pipes): the writer id names
+# that host, and the job stops dead between its Bronze append and the ingestion log, for the test to kill it there.
+FOREIGN_JOB = """
+import sys, time
+from pathlib import Path
+from lakehouse import bronze_layer, writers
+writers.HOST = sys.argv[1]
+real_write_log = bronze_layer.write_log
+
+def write_log(spark, rows):
+    if rows and rows[0]["status"] != "rolled_back":
+        Path(sys.argv[2]).write_text("appended")
+        time.sleep(3600)
+    return real_write_log(spark, rows)
+
+bronze_layer.write_log = write_log
+from lakehouse.job import main
+sys.exit(main(["--step", "bronze", "--entity", "post"]))
+"""
+
+
+def test_a_job_killed_on_another_host_stops_holding_silver_once_its_lease_expires(spark, lakehouse, tmp_path):
+    """The job appended its batch and was killed before logging it. While it lived it renewed its lease, and
+    Silver waited for the batch; killed, its lease runs out, `lakehouse status` stops naming it, and the next run
+    rolls the batch back and ingests the file once. Before, a writer on another host was alive for ever: Silver and
+    Gold never advanced again."""
+    from lakehouse import bronze_layer, silver_layer, writers
+    from lakehouse_assets import status
+    from tests.test_exactly_once import land, posts, rows_per_file, wait_until
+
+    zone = lakehouse
+    ttl = 6
+    key = land(zone, "emr.csv", posts("e1", "e2", "e3"))
+    marker = tmp_path / "appended"
+    job = subprocess.Popen([sys.executable, "-c", FOREIGN_JOB, "ip-10-0-3-7.ec2.internal", str(marker)], cwd=REPO,
+                           env={**os.environ, "LAKEHOUSE_WRITER_LEASE_SECONDS": str(ttl)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: marker.exists() or job.poll() is not None, 400, "the job appended its batch")
+        assert job.poll() is None, "the job ended before appending"
+        [batch] = bronze_layer.unsettled_batches(tables.snapshots(spark, "bronze.posts"), [])
+        assert batch.writer.startswith("proc:ip-10-0-3-7.ec2.internal:")
+        time.sleep(ttl + 1)  # alive by its renewals alone
+        assert writers.default_liveness(batch.writer)
+        result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+        assert [(f.key, f.status) for f in result.files] == [(key, "skipped")] and not result.rolled_back_batches
+        assert silver_layer.update_silver(spark, Entity.POST).bronze_rows == 0
+        [held] = status.collect(catalog_for(load_settings()), None)["entities"]["post"]["silver_held_back_by"]
+        assert (held["writer"], held["batch_id"]) == (batch.writer, batch.batch_id) and "lease_until" in held
+
+        os.killpg(job.pid, signal.SIGKILL)  # the job and its Spark JVM
+        job.wait()
+        wait_until(lambda: not writers.default_liveness(batch.writer), ttl + 5, "its lease expired")
+        assert status.collect(catalog_for(load_settings()), None)["entities"]["post"]["silver_held_back_by"] == []
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    result = bronze_layer.ingest_bronze(spark, zone, Entity.POST)
+    assert result.rolled_back_batches == [batch.batch_id] and [(f.key, f.status) for f in result.files] == [
+        (key, "loaded")]
+    assert rows_per_file(spark) == {"emr.csv": 3}
+    assert silver_layer.update_silver(spark, Entity.POST).inserted == 3

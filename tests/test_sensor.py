@@ -423,3 +423,101 @@ def test_a_run_that_died_after_bronze_gets_silver_and_gold_caught_up(local):
     assert dg.AssetKey(["gold", "subreddit_daily"]) in catch_up.asset_selection
     done = {catch_up.run_key: RunState("r2", dg.DagsterRunStatus.SUCCESS)}
     assert plan(landing.zone(), settled, in_flight2, 200, 1003.0, done)[:2] == ([], {})
+
+
+def _execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """A run as the daemon launches it for the request: its assets and its checks (None: the assets' own)."""
+    from lakehouse_assets.definitions import defs
+
+    checks = set(request.asset_check_keys) if request.asset_check_keys is not None else None
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(request.asset_selection), asset_check_selection=checks)
+    return job.execute_in_process(run_config=request.run_config or None, instance=instance, raise_on_error=False,
+                                  tags={**request.tags, "dagster/run_key": request.run_key})
+
+
+@pytest.mark.slow
+def test_a_catch_up_run_never_carries_bronze_past_a_failed_gate_until_it_is_accepted(local, spark, monkeypatch):
+    """Bronze's rows_match_file fails after the ingestion log recorded the file (a row lost behind the log's back):
+    the run fails before Silver. Its catch-up run must not move that batch into Silver: it evaluates Bronze's gates
+    again, Silver's step reads no further while the failure stands, and the sensor waits for an operator's accept
+    instead of spending its attempts; once accepted, the catch-up run takes the batch through."""
+    from lakehouse import checks, operations
+    from lakehouse.catalog import catalog_for
+    from lakehouse.ingestion import IngestionIndex
+    from lakehouse_assets.metadata import check_named
+    from sensors.landing import RunState, bronze_holds, plan
+
+    zone, landing = local
+    write(zone, "input/post/z.csv", post_csv("z1", "z2"))
+    bronze_layer.ingest_bronze(spark, zone, Entity.POST)  # an earlier batch, in Bronze only
+    write(zone, "input/post/a.csv", post_csv("a1", "a2", "a3"))
+    [first], in_flight, _ = plan(landing.zone(), IngestionIndex(bronze_layer.log_entries(spark, Entity.POST)), {},
+                                 200, 1000.0)
+    assert keys_of(first) == ["input/post/a.csv"]
+    real_write_log = bronze_layer.write_log
+
+    def lose_a_row_once_logged(spark_, rows):
+        real_write_log(spark_, rows)
+        if rows and rows[0]["status"] == "loaded":
+            spark_.sql("DELETE FROM bronze.posts WHERE id = 'z2'")
+
+    def silver_ids() -> list[str]:
+        return sorted(r.id for r in spark.table("silver.posts").collect())
+
+    instance = dg.DagsterInstance.ephemeral()
+    with monkeypatch.context() as m:
+        m.setattr(bronze_layer, "write_log", lose_a_row_once_logged)
+        run = _execute(first, instance)
+    assert not run.success and silver_ids() == []
+    [hold] = checks.holds_on(spark, "bronze.posts")
+    assert hold["check"] == "rows_match_file" and "Bronze holds 4 rows but the ingestion log accounts for 5" in hold[
+        "summary"]
+
+    def sensor_plan(runs, flights, waiting=None, held=True):
+        index = IngestionIndex(bronze_layer.log_entries(spark, Entity.POST))  # the log settled a.csv
+        return plan(landing.zone(), index, flights, 200, 2000.0, runs, waiting=waiting,
+                    held=bronze_holds(catalog_for(load_settings())) if held else None)
+
+    failed = {first.run_key: RunState(run.run_id, dg.DagsterRunStatus.FAILURE)}
+    # The catch-up run, as the sensor asked for it before: Bronze's gates are evaluated again (without the Bronze
+    # step) and still fail, so Silver is skipped in the run.
+    [catch_up], _, _ = sensor_plan(failed, in_flight, held=False)
+    assert dg.AssetKey(["bronze", "posts"]) not in catch_up.asset_selection
+    caught = _execute(catch_up, instance)
+    assert not caught.success and silver_ids() == []
+    gates = {(e.check_name, e.passed) for e in caught.get_asset_check_evaluations()
+             if e.asset_key == dg.AssetKey(["bronze", "posts"])}
+    assert gates == {("rows_match_file", False), ("ingestion_metadata_complete", True)}
+    # Silver alone, as by hand (no gate in the run): its step reads no further, and says why.
+    by_hand = _execute(dg.RunRequest(asset_selection=[dg.AssetKey(["silver", "posts"])], asset_check_keys=[]),
+                       instance)
+    assert not by_hand.success and silver_ids() == []
+    [failure] = [e for e in by_hand.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "lakehouse accept bronze/posts rows_match_file" in failure.event_specific_data.error.message
+    result = silver_layer.update_silver(spark, Entity.POST)  # the step as a job outside Dagster runs it
+    assert result.bronze_rows == 0 and [h["check"] for h in result.held] == ["rows_match_file"]
+
+    # The sensor waits for an accept: no run that would fail on the same gate, no attempt spent.
+    waiting: list = []
+    requests, kept, given_up = sensor_plan(failed, in_flight, waiting)
+    assert requests == [] and given_up == [] and [k for k, _ in waiting] == ["input/post/a.csv"]
+    [flight] = kept.values()
+    assert flight.attempt == 1 and "rows_match_file" in flight.held
+    assert sensor_plan(failed, kept)[:2] == ([], kept)  # and goes on waiting
+
+    outcome = check_named("bronze/posts", "rows_match_file").outcome(spark, False, lambda w: True)
+    operations.accept(spark, "bronze.posts", "rows_match_file", outcome, actor="ops", reason="z2 was PII")
+    [catch_up], kept, _ = sensor_plan(failed, kept)
+    assert catch_up.tags["lakehouse/catch_up"] == "true" and not next(iter(kept.values())).held
+    assert _execute(catch_up, instance).success
+    assert silver_ids() == ["a1", "a2", "a3", "z1"] and checks.holds_on(spark, "bronze.posts") == []
+    assert not [k for k in tables_props(spark, "bronze.posts") if k.startswith(checks.HELD_PREFIX)]
+    done = {catch_up.run_key: RunState("r3", dg.DagsterRunStatus.SUCCESS)}
+    assert sensor_plan(done, kept)[:2] == ([], {})
+
+
+def tables_props(spark, table: str) -> dict[str, str]:
+    from lakehouse import tables
+
+    return tables.table_properties(spark, table)
